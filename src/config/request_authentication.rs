@@ -1,0 +1,17 @@
+//! `RequestAuthentication` (stub: to be written).
+
+use crate::config::decode::{Cx, Decode, Fields};
+use crate::path::FieldPath;
+use crate::yaml::Node;
+
+/// The `spec` of a RequestAuthentication.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RequestAuthentication {}
+
+impl Decode for RequestAuthentication {
+    fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
+        let f = Fields::new(node, path, cx)?;
+        f.finish(cx);
+        Some(RequestAuthentication {})
+    }
+}

@@ -1,0 +1,37 @@
+//! # tower-mesh
+//!
+//! A service mesh inside your process: Istio's configuration (VirtualService, DestinationRule,
+//! Gateway, ServiceEntry, Sidecar, WorkloadEntry, PeerAuthentication, AuthorizationPolicy,
+//! RequestAuthentication), parsed and validated as strictly as Istio does, and enforced by
+//! Tower layers.
+//!
+//! This release holds the foundation: the typed config model ([`config`]), loading from
+//! strings, files and directories ([`config::Loader`]), and validation of every rule Istio
+//! enforces ([`validate`]).
+//!
+//! ```
+//! use tower_mesh::config::{Loader, Spec};
+//!
+//! let yaml = r#"
+//! apiVersion: networking.istio.io/v1alpha3
+//! kind: VirtualService
+//! metadata: {name: my-app}
+//! spec:
+//!   hosts: [my-app]
+//!   http:
+//!   - route:
+//!     - destination: {host: my-app, subset: v1}
+//!       weight: 80
+//!     - destination: {host: my-app, subset: v2}
+//!       weight: 20
+//! "#;
+//! let set = Loader::new().load_str(yaml);
+//! let report = tower_mesh::validate::validate(&set);
+//! assert!(!report.has_errors());
+//! assert!(matches!(set.resources[0].spec, Spec::VirtualService(_)));
+//! ```
+
+pub mod config;
+pub mod path;
+pub mod validate;
+pub mod yaml;
