@@ -1,1 +1,225 @@
-fn main() {}
+//! `tower-mesh`: the command-line tool.
+//!
+//! `tower-mesh validate PATH...` checks Istio YAML the way `istioctl validate -f` does, with
+//! every problem of every document and its field path. Exit status: 0 when valid (warnings
+//! allowed), 1 when not, 2 on usage errors.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tower_mesh::config::{ConfigSet, Loader};
+use tower_mesh::validate::{Report, ValidationError, validate};
+
+#[derive(Parser)]
+#[command(name = "tower-mesh", version, about = "An in-process service mesh driven by Istio's configuration")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate Istio YAML files or directories (like `istioctl validate -f`).
+    Validate {
+        /// Files or directories (searched recursively for .yaml, .yml and .json); `-` reads
+        /// standard input.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Do not print warnings (they never make the config invalid).
+        #[arg(long)]
+        no_warnings: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    /// One line per problem, then a summary.
+    Text,
+    /// One JSON object, for machines.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate {
+            paths,
+            output,
+            no_warnings,
+        } => run_validate(&paths, output, no_warnings),
+    }
+}
+
+fn run_validate(paths: &[PathBuf], output: Output, no_warnings: bool) -> ExitCode {
+    let loader = Loader::new();
+    let mut set = ConfigSet::default();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            if let Err(e) = io::stdin().read_to_string(&mut text) {
+                eprintln!("error: cannot read standard input: {e}");
+                return ExitCode::from(2);
+            }
+            let mut s = loader.load_named_str(&text, Path::new("<stdin>"));
+            s.files = 1;
+            set.extend(s);
+        } else if !path.exists() {
+            eprintln!("error: {}: no such file or directory", path.display());
+            return ExitCode::from(2);
+        } else {
+            set.extend(loader.load_path(path));
+        }
+    }
+    let mut report = validate(&set);
+    if no_warnings {
+        report.problems.retain(ValidationError::is_error);
+    }
+    let written = match output {
+        Output::Text => print_text(&set, &report),
+        Output::Json => print_json(&set, &report),
+    };
+    if let Err(e) = written
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: cannot write output: {e}");
+        return ExitCode::from(2);
+    }
+    if report.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn plural(n: usize, one: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+/// `3 VirtualService, 2 DestinationRule`
+fn count_by<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in names {
+        *counts.entry(n).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn summary(set: &ConfigSet, report: &Report) -> String {
+    let errors = report.errors().count();
+    let warnings = report.warnings().count();
+    let verdict = if errors == 0 { "valid" } else { "invalid" };
+    let mut s = format!(
+        "{verdict}: {} in {}",
+        plural(set.resources.len(), "resource"),
+        plural(set.files, "file")
+    );
+    if !set.resources.is_empty() {
+        s.push_str(&format!(
+            " ({})",
+            count_by(set.resources.iter().map(|r| r.kind().as_str()))
+        ));
+    }
+    if !set.skipped.is_empty() {
+        s.push_str(&format!(
+            "; skipped {} ({})",
+            plural(set.skipped.len(), "document"),
+            count_by(set.skipped.iter().map(|s| s.kind.as_str()))
+        ));
+    }
+    s.push_str(&format!(
+        "; {}, {}",
+        plural(errors, "error"),
+        plural(warnings, "warning")
+    ));
+    s
+}
+
+fn print_text(set: &ConfigSet, report: &Report) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for p in &report.problems {
+        write!(out, "{p}")?;
+        // Say where, unless the line already starts with the file (syntax errors).
+        if p.resource.is_some() {
+            write!(out, " ({})", p.source)?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "{}", summary(set, report))
+}
+
+fn print_json(set: &ConfigSet, report: &Report) -> io::Result<()> {
+    let problems: Vec<serde_json::Value> = report
+        .problems
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "severity": p.severity.to_string(),
+                "kind": p.resource.as_ref().map(|r| r.kind.as_str()),
+                "namespace": p.resource.as_ref().map(|r| r.namespace.as_str()),
+                "name": p.resource.as_ref().map(|r| r.name.as_str()),
+                "path": p.path,
+                "message": p.message,
+                "rule": p.rule,
+                "file": p.source.file.as_ref().map(|f| f.display().to_string()),
+                "document": p.source.document,
+                "line": p.source.line,
+            })
+        })
+        .collect();
+    let resources: Vec<serde_json::Value> = set
+        .resources
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "kind": r.kind().as_str(),
+                "apiVersion": r.api_version,
+                "namespace": r.metadata.namespace,
+                "name": r.metadata.name,
+                "file": r.source.file.as_ref().map(|f| f.display().to_string()),
+                "document": r.source.document,
+            })
+        })
+        .collect();
+    let skipped: Vec<serde_json::Value> = set
+        .skipped
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "kind": s.kind,
+                "apiVersion": s.api_version,
+                "name": s.name,
+                "file": s.source.file.as_ref().map(|f| f.display().to_string()),
+                "document": s.source.document,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "valid": !report.has_errors(),
+        "errors": report.errors().count(),
+        "warnings": report.warnings().count(),
+        "files": set.files,
+        "resources": resources,
+        "skipped": skipped,
+        "problems": problems,
+        "summary": summary(set, report),
+    });
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    serde_json::to_writer_pretty(&mut out, &doc).map_err(io::Error::other)?;
+    writeln!(out)
+}

@@ -1,0 +1,8 @@
+//! Integration tests: Istio's own files as a conformance suite, the CLI as a process, and
+//! replays of inputs the fuzzer found. One test binary, so the crate is linked once.
+
+mod corpus;
+mod regressions;
+
+#[cfg(feature = "cli")]
+mod cli;
