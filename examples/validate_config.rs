@@ -17,9 +17,19 @@ fn main() -> ExitCode {
     let report = validate(&set);
     for res in &set.resources {
         let what = match &res.spec {
-            Spec::VirtualService(vs) => format!("routes {} with {} HTTP route(s)", vs.hosts.join(", "), vs.http.len()),
-            Spec::DestinationRule(dr) => format!("policy for {} with {} subset(s)", dr.host, dr.subsets.len()),
-            Spec::ServiceEntry(se) => format!("adds {} with {} endpoint(s)", se.hosts.join(", "), se.endpoints.len()),
+            Spec::VirtualService(vs) => format!(
+                "routes {} with {} HTTP route(s)",
+                vs.hosts.join(", "),
+                vs.http.len()
+            ),
+            Spec::DestinationRule(dr) => {
+                format!("policy for {} with {} subset(s)", dr.host, dr.subsets.len())
+            }
+            Spec::ServiceEntry(se) => format!(
+                "adds {} with {} endpoint(s)",
+                se.hosts.join(", "),
+                se.endpoints.len()
+            ),
             other => format!("{}", other.kind()),
         };
         println!("{} {}: {what} ({})", res.kind(), res.key(), res.source);

@@ -14,7 +14,11 @@ use tower_mesh::config::{ConfigSet, Loader};
 use tower_mesh::validate::{Report, ValidationError, validate};
 
 #[derive(Parser)]
-#[command(name = "tower-mesh", version, about = "An in-process service mesh driven by Istio's configuration")]
+#[command(
+    name = "tower-mesh",
+    version,
+    about = "An in-process service mesh driven by Istio's configuration"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

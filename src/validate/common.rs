@@ -39,6 +39,18 @@ pub fn check_metadata(res: &Resource, out: &mut Findings<'_>) {
                     &p,
                     format!("invalid value {v:?} for annotation {k:?}: expected true or false"),
                 );
+            } else if let crate::config::Spec::AuthorizationPolicy(ap) = &res.spec {
+                use crate::config::authorization_policy::Action;
+                if !matches!(ap.action, Action::Allow | Action::Deny) {
+                    out.error(
+                        2,
+                        &p,
+                        format!(
+                            "annotation {k:?} only supports action ALLOW and DENY, not {}",
+                            ap.action
+                        ),
+                    );
+                }
             }
         }
         if INTERNAL_ANNOTATIONS.contains(&k.as_str()) || k.starts_with("internal.istio.io/") {
@@ -181,7 +193,7 @@ pub fn validate_ip_or_cidr(s: &str) -> Result<(), String> {
 pub fn check_duration(out: &mut Findings<'_>, path: &FieldPath<'_>, d: Duration) {
     if d < Duration::from_millis(1) {
         out.error(4, path, "duration must be greater than 1ms");
-    } else if d.subsec_nanos() % 1_000_000 != 0 {
+    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
         out.error(4, path, "only durations to ms precision are supported");
     }
 }
@@ -413,6 +425,12 @@ spec:
             &ap("maybe"),
             "metadata.annotations[istio.io/dry-run]",
             "invalid value",
+        );
+        let audit = ap("true").replace("action: ALLOW", "action: AUDIT");
+        fails(
+            &audit,
+            "metadata.annotations[istio.io/dry-run]",
+            "only supports action ALLOW and DENY",
         );
     }
 

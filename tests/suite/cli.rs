@@ -13,7 +13,11 @@ fn root() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    bin().args(args).current_dir(root()).output().expect("run tower-mesh")
+    bin()
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run tower-mesh")
 }
 
 fn stdout(o: &Output) -> String {
@@ -26,9 +30,14 @@ fn valid_config_prints_a_one_line_summary_and_exits_0() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 1, "only the summary on valid config without warnings: {out}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "only the summary on valid config without warnings: {out}"
+    );
     assert!(
-        lines[0].starts_with("valid: 5 resources in 3 files (1 AuthorizationPolicy, 1 DestinationRule"),
+        lines[0]
+            .starts_with("valid: 5 resources in 3 files (1 AuthorizationPolicy, 1 DestinationRule"),
         "{out}"
     );
     assert!(lines[0].contains("skipped 1 document (1 Service)"), "{out}");
@@ -49,8 +58,17 @@ fn three_mistakes_are_all_reported_with_their_paths_and_exit_1() {
         let line = format!("{prefix}{expected}");
         assert!(out.contains(&line), "missing {line:?} in:\n{out}");
     }
-    assert!(out.contains("three-mistakes.yaml:"), "lines say where: {out}");
-    assert!(out.lines().last().unwrap_or("").starts_with("invalid: 1 resource in 1 file"), "{out}");
+    assert!(
+        out.contains("three-mistakes.yaml:"),
+        "lines say where: {out}"
+    );
+    assert!(
+        out.lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("invalid: 1 resource in 1 file"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -83,7 +101,12 @@ fn reads_standard_input() {
 
 #[test]
 fn json_output_is_machine_readable() {
-    let o = run(&["validate", "--output", "json", "tests/data/three-mistakes.yaml"]);
+    let o = run(&[
+        "validate",
+        "--output",
+        "json",
+        "tests/data/three-mistakes.yaml",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["valid"], false);
@@ -94,7 +117,10 @@ fn json_output_is_machine_readable() {
         .iter()
         .filter_map(|p| p["path"].as_str())
         .collect();
-    assert!(paths.contains(&"spec.trafficPolicy.loadBalancer.simple"), "{paths:?}");
+    assert!(
+        paths.contains(&"spec.trafficPolicy.loadBalancer.simple"),
+        "{paths:?}"
+    );
     assert_eq!(v["problems"][0]["kind"], "DestinationRule");
     assert!(v["problems"][0]["line"].as_u64().unwrap_or(0) > 0);
 }

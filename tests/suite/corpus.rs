@@ -16,7 +16,10 @@ fn corpus_dir() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but the Istio corpus is missing at {}", dir.display());
+        panic!(
+            "CI=true but the Istio corpus is missing at {}",
+            dir.display()
+        );
     }
     eprintln!(
         "note: skipping the Istio corpus test: {} not found (it sits beside the repository in CI)",
@@ -59,7 +62,11 @@ fn istio_corpus_files_agree_with_istio() {
     for row in &expected {
         let (rel, verdict) = (&row[0], &row[1]);
         let report = check_file(&dir, rel);
-        let ours = if report.has_errors() { "invalid" } else { "valid" };
+        let ours = if report.has_errors() {
+            "invalid"
+        } else {
+            "valid"
+        };
         if ours == verdict {
             agree += 1;
         } else {
@@ -106,7 +113,11 @@ fn istio_corpus_documents_agree_with_istio() {
                 .is_none_or(|r| r.kind.as_str() == kind && r.name == *name)
         });
         assert!(named, "{rel}#{index}: problems belong to another resource");
-        let ours = if errors.is_empty() { "valid" } else { "invalid" };
+        let ours = if errors.is_empty() {
+            "valid"
+        } else {
+            "invalid"
+        };
         if ours == verdict {
             agree += 1;
         } else {
