@@ -1,7 +1,286 @@
-//! Warnings for fields tower-mesh parses but does not act on.
+//! Warnings for fields tower-mesh parses but does not act on, so nothing is silently ignored.
+//!
+//! The list is the part of Istio's API that no tower-mesh layer implements or plans to (see
+//! the crate's roadmap: routing, resilience, security, proxy and telemetry). Each warning says
+//! why, and what to use instead where there is something. A layer that starts honouring a
+//! field removes it from here, with a test that the warning is gone.
 
-use crate::config::Resource;
-use crate::validate::Findings;
+use crate::config::destination_rule::{LbPolicy, TrafficPolicy};
+use crate::config::{Resource, Spec};
+use crate::path::FieldPath;
+use crate::validate::{Findings, Severity};
+
+fn warn(out: &mut Findings<'_>, path: &FieldPath<'_>, why: &str) {
+    out.unnumbered(
+        Severity::Warning,
+        path,
+        format!("parsed but not enforced by tower-mesh: {why}"),
+    );
+}
+
+const EXPORT_TO: &str =
+    "exportTo limits visibility across namespaces; in one process every resource is visible";
+const TARGET_REFS: &str =
+    "policies attached through targetRef(s) are not applied yet; use a selector";
 
 /// Warns about every field set in `res` that tower-mesh does not enforce.
-pub(crate) fn check(_res: &Resource, _out: &mut Findings<'_>) {}
+pub(crate) fn check(res: &Resource, out: &mut Findings<'_>) {
+    let root = FieldPath::ROOT;
+    let spec = root.field("spec");
+    match &res.spec {
+        Spec::DestinationRule(dr) => {
+            if !dr.export_to.is_empty() {
+                warn(out, &spec.field("exportTo"), EXPORT_TO);
+            }
+            if dr.workload_selector.is_some() {
+                warn(
+                    out,
+                    &spec.field("workloadSelector"),
+                    "a DestinationRule applies to every client of its host",
+                );
+            }
+            if let Some(tp) = &dr.traffic_policy {
+                traffic_policy(out, &spec.field("trafficPolicy"), tp);
+            }
+            let subsets = spec.field("subsets");
+            for (i, s) in dr.subsets.iter().enumerate() {
+                if let Some(tp) = &s.traffic_policy {
+                    let p = subsets.index(i);
+                    traffic_policy(out, &p.field("trafficPolicy"), tp);
+                }
+            }
+        }
+        Spec::AuthorizationPolicy(ap) => {
+            if ap.target_ref.is_some() || !ap.target_refs.is_empty() {
+                let field = if ap.target_ref.is_some() {
+                    "targetRef"
+                } else {
+                    "targetRefs"
+                };
+                warn(out, &spec.field(field), TARGET_REFS);
+            }
+            let rules = spec.field("rules");
+            for (i, rule) in ap.rules.iter().flatten().enumerate() {
+                let r = rules.index(i);
+                let when = r.field("when");
+                for (j, c) in rule.when.iter().enumerate() {
+                    if c.key.starts_with("experimental.") {
+                        let cp = when.index(j);
+                        warn(
+                            out,
+                            &cp.field("key"),
+                            "experimental Envoy filter-metadata conditions have no in-process equivalent; the condition never matches",
+                        );
+                    }
+                }
+            }
+        }
+        Spec::RequestAuthentication(ra) => {
+            if ra.target_ref.is_some() || !ra.target_refs.is_empty() {
+                let field = if ra.target_ref.is_some() {
+                    "targetRef"
+                } else {
+                    "targetRefs"
+                };
+                warn(out, &spec.field(field), TARGET_REFS);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn traffic_policy(out: &mut Findings<'_>, path: &FieldPath<'_>, tp: &TrafficPolicy) {
+    if tp.tunnel.is_some() {
+        warn(
+            out,
+            &path.field("tunnel"),
+            "tunnelling TCP over HTTP CONNECT/POST is not implemented",
+        );
+    }
+    if tp.proxy_protocol.is_some() {
+        warn(
+            out,
+            &path.field("proxyProtocol"),
+            "the PROXY protocol header is not sent upstream",
+        );
+    }
+    let sections = std::iter::once((
+        None,
+        &tp.load_balancer,
+        &tp.connection_pool,
+        &tp.outlier_detection,
+        &tp.tls,
+    ))
+    .chain(tp.port_level_settings.iter().enumerate().map(|(i, p)| {
+        (
+            Some(i),
+            &p.load_balancer,
+            &p.connection_pool,
+            &p.outlier_detection,
+            &p.tls,
+        )
+    }));
+    let pls = path.field("portLevelSettings");
+    for (index, lb, pool, outlier, tls) in sections {
+        let indexed;
+        let base: &FieldPath<'_> = match index {
+            Some(i) => {
+                indexed = pls.index(i);
+                &indexed
+            }
+            None => path,
+        };
+        if let Some(lb) = lb {
+            let lbp = base.field("loadBalancer");
+            if matches!(lb.lb_policy, Some(LbPolicy::BackendUtilization(_))) {
+                warn(
+                    out,
+                    &lbp.field("backendUtilization"),
+                    "load reports (ORCA) from backends are not read; use LEAST_REQUEST",
+                );
+            }
+            if lb.zone_aware_lb_setting.is_some() {
+                warn(
+                    out,
+                    &lbp.field("zoneAwareLbSetting"),
+                    "zone-aware routing is not implemented; localityLbSetting is",
+                );
+            }
+            if lb
+                .locality_lb_setting
+                .as_ref()
+                .is_some_and(|l| !l.failover_priority.is_empty())
+            {
+                let l = lbp.field("localityLbSetting");
+                warn(
+                    out,
+                    &l.field("failoverPriority"),
+                    "failover by label priority is not implemented; failover by region is",
+                );
+            }
+            if lb.warmup.is_some() {
+                warn(
+                    out,
+                    &lbp.field("warmup"),
+                    "the warmup curve is not implemented; warmupDurationSecs (linear slow start) is",
+                );
+            }
+        }
+        if let Some(pool) = pool {
+            let pp = base.field("connectionPool");
+            if let Some(tcp) = &pool.tcp {
+                let t = pp.field("tcp");
+                if tcp.tcp_keepalive.is_some() {
+                    warn(
+                        out,
+                        &t.field("tcpKeepalive"),
+                        "TCP keepalive probes are left to the OS defaults",
+                    );
+                }
+                if tcp.max_connection_duration.is_some() {
+                    warn(
+                        out,
+                        &t.field("maxConnectionDuration"),
+                        "connections are not closed by age; use maxRequestsPerConnection",
+                    );
+                }
+            }
+            if let Some(http) = &pool.http {
+                let h = pp.field("http");
+                if http.max_concurrent_streams.is_some() {
+                    warn(
+                        out,
+                        &h.field("maxConcurrentStreams"),
+                        "the HTTP/2 stream limit is the server's; use http2MaxRequests",
+                    );
+                }
+                if http.http2_keep_alive.is_some() {
+                    warn(
+                        out,
+                        &h.field("http2KeepAlive"),
+                        "HTTP/2 PING keepalive is not sent",
+                    );
+                }
+            }
+        }
+        if let Some(o) = outlier
+            && !o.outlier_detection_http_error_codes.is_empty()
+        {
+            let op = base.field("outlierDetection");
+            warn(
+                out,
+                &op.field("outlierDetectionHttpErrorCodes"),
+                "custom error codes are not counted; 5xx and gateway errors are",
+            );
+        }
+        if let Some(tls) = tls {
+            let tp = base.field("tls");
+            if !tls.credential_name.is_empty() {
+                warn(
+                    out,
+                    &tp.field("credentialName"),
+                    "Kubernetes secrets are not read in-process; use clientCertificate, privateKey and caCertificates files",
+                );
+            }
+            if !tls.ca_crl.is_empty() {
+                warn(
+                    out,
+                    &tp.field("caCrl"),
+                    "certificate revocation lists are not checked",
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::testing::*;
+
+    #[test]
+    fn unenforced_destination_rule_fields_warn() {
+        let dr = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: d}
+spec:
+  host: reviews
+  trafficPolicy:
+    proxyProtocol: {version: V1}
+    connectionPool:
+      tcp: {tcpKeepalive: {time: 7200s}}
+";
+        warns(dr, "spec.trafficPolicy.proxyProtocol", "not enforced");
+        warns(
+            dr,
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
+            "not enforced",
+        );
+        no_finding(
+            "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: d}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 10}
+",
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+        );
+    }
+
+    #[test]
+    fn unenforced_authorization_fields_warn() {
+        warns(
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a}
+spec:
+  targetRefs: [{kind: Service, group: \"\", name: reviews}]
+  rules: [{}]
+",
+            "spec.targetRefs",
+            "not enforced",
+        );
+    }
+}
