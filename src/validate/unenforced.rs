@@ -85,6 +85,72 @@ pub(crate) fn check(res: &Resource, out: &mut Findings<'_>) {
                 warn(out, &spec.field(field), TARGET_REFS);
             }
         }
+        Spec::Gateway(gw) => {
+            let servers = spec.field("servers");
+            for (i, server) in gw.servers.iter().enumerate() {
+                let sp = servers.index(i);
+                if server.default_endpoint.is_some() {
+                    warn(
+                        out,
+                        &sp.field("defaultEndpoint"),
+                        "gateway servers forward to their VirtualServices' destinations",
+                    );
+                }
+                let Some(tls) = &server.tls else { continue };
+                let tp = sp.field("tls");
+                let secrets = [
+                    ("credentialName", tls.credential_name.is_some()),
+                    ("credentialNames", tls.credential_names.is_some()),
+                    (
+                        "caCertCredentialName",
+                        tls.ca_cert_credential_name.is_some(),
+                    ),
+                ];
+                for (field, set) in secrets {
+                    if set {
+                        warn(
+                            out,
+                            &tp.field(field),
+                            "Kubernetes secrets are not read in-process; use serverCertificate, privateKey and caCertificates files",
+                        );
+                    }
+                }
+                let lists = [
+                    (
+                        "cipherSuites",
+                        tls.cipher_suites.is_empty(),
+                        "rustls' own TLS 1.2/1.3 cipher suites are used",
+                    ),
+                    (
+                        "ecdhCurves",
+                        tls.ecdh_curves.is_empty(),
+                        "rustls' own key-exchange groups are used",
+                    ),
+                    (
+                        "verifyCertificateSpki",
+                        tls.verify_certificate_spki.is_empty(),
+                        "client certificate pinning is not implemented",
+                    ),
+                    (
+                        "verifyCertificateHash",
+                        tls.verify_certificate_hash.is_empty(),
+                        "client certificate pinning is not implemented",
+                    ),
+                ];
+                for (field, empty, why) in lists {
+                    if !empty {
+                        warn(out, &tp.field(field), why);
+                    }
+                }
+                if tls.ca_crl.is_some() {
+                    warn(
+                        out,
+                        &tp.field("caCrl"),
+                        "certificate revocation lists are not checked",
+                    );
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -281,6 +347,32 @@ spec:
 ",
             "spec.targetRefs",
             "not enforced",
+        );
+    }
+
+    #[test]
+    fn unenforced_gateway_fields_warn() {
+        let gw = |tls: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  servers:
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: [\"*.example.com\"]
+    tls: {tls}
+"
+            )
+        };
+        warns(
+            &gw("{mode: SIMPLE, credentialName: example-cert}"),
+            "spec.servers[0].tls.credentialName",
+            "Kubernetes secrets",
+        );
+        no_finding(
+            &gw("{mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}"),
+            "spec.servers[0].tls.credentialName",
         );
     }
 }
