@@ -3,6 +3,7 @@
 
 mod corpus;
 mod regressions;
+mod schema;
 
 #[cfg(feature = "cli")]
 mod cli;
