@@ -266,7 +266,10 @@ fn parse_document(
     })?;
     match roots.len() {
         0 => Ok(None),
-        1 => Ok(roots.pop().flatten().map(|s| s.into_node(offset))),
+        1 => {
+            let index = LineIndex::new(text);
+            Ok(roots.pop().flatten().map(|s| s.into_node(offset, &index)))
+        }
         _ => Err(SyntaxError {
             line: first_line,
             column: 0,
@@ -310,21 +313,50 @@ enum RawValue {
 /// maps such as `portLevelMtls` are keyed by strings).
 struct Key(String);
 
+/// Start offsets of the lines of a document, to look at the source of a node.
+struct LineIndex<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    fn new(text: &'t str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { text, starts }
+    }
+
+    /// The source text from 1-based (line, column in characters) to the end of that line.
+    fn rest_of_line(&self, line: u32, column: u32) -> Option<&'t str> {
+        let start = *self.starts.get((line as usize).checked_sub(1)?)?;
+        let line_text = self.text[start..].split('\n').next()?;
+        let skip = (column as usize).checked_sub(1)?;
+        let byte = line_text
+            .char_indices()
+            .nth(skip)
+            .map_or(line_text.len(), |(i, _)| i);
+        Some(&line_text[byte..])
+    }
+}
+
 impl Spanned {
-    fn into_node(self, offset: u32) -> Node {
+    fn into_node(self, offset: u32, index: &LineIndex<'_>) -> Node {
         let value = match self.value {
             RawValue::Null => Value::Null,
             RawValue::Bool(b) => Value::Bool(b),
             RawValue::Int(i) => Value::Int(i),
             RawValue::Float(f) => Value::Float(f),
             RawValue::String(s) => Value::String(s),
-            RawValue::Seq(items) => {
-                Value::Seq(items.into_iter().map(|n| n.into_node(offset)).collect())
-            }
+            RawValue::Seq(items) => Value::Seq(
+                items
+                    .into_iter()
+                    .map(|n| n.into_flow_item(offset, index))
+                    .collect(),
+            ),
             RawValue::Map(entries) => Value::Map(
                 entries
                     .into_iter()
-                    .map(|(k, v)| (k.0, v.into_node(offset)))
+                    .map(|(k, v)| (k.0, v.into_node(offset, index)))
                     .collect(),
             ),
         };
@@ -337,6 +369,30 @@ impl Spanned {
             },
             column: self.column,
         }
+    }
+}
+
+impl Spanned {
+    /// A sequence item. In a flow sequence, YAML reads `[2001:db8::]` as a one-entry mapping
+    /// `{"2001:db8:": null}` (a `:` before `]` or `,` is an indicator), while Go's YAML parser,
+    /// which Kubernetes and Istio use, reads the plain scalar `2001:db8::`. IPv6 addresses in
+    /// ServiceEntry `addresses` are written this way, so we read them as Kubernetes does.
+    fn into_flow_item(self, offset: u32, index: &LineIndex<'_>) -> Node {
+        if let RawValue::Map(entries) = &self.value
+            && let [(Key(key), value)] = entries.as_slice()
+            && matches!(value.value, RawValue::Null)
+            && let Some(rest) = index.rest_of_line(self.line, self.column)
+            && let Some(after) = rest.strip_prefix(key.as_str())
+            && let Some(after) = after.strip_prefix(':')
+            && after.starts_with([',', ']'])
+        {
+            return Node {
+                value: Value::String(format!("{key}:")),
+                line: self.line + offset,
+                column: self.column,
+            };
+        }
+        self.into_node(offset, index)
     }
 }
 
@@ -480,6 +536,19 @@ mod tests {
         let m = root.get("m").expect("m");
         assert!(m.get("8080").is_some());
         assert_eq!(m.get("x").and_then(Node::as_str), Some("80"));
+    }
+
+    #[test]
+    fn ipv6_addresses_in_flow_sequences_read_as_kubernetes_reads_them() {
+        let docs = parse("addresses: [1.2.3.4, 001:db8::, \"2001:db8::\"]\nm: [{a: 1}]\n");
+        let root = docs[0].root.clone().expect("ok").expect("some");
+        let Some(Value::Seq(items)) = root.get("addresses").map(|n| n.value.clone()) else {
+            panic!("not a seq");
+        };
+        let texts: Vec<_> = items.iter().filter_map(Node::as_str).collect();
+        assert_eq!(texts, ["1.2.3.4", "001:db8::", "2001:db8::"]);
+        let m = root.get("m").expect("m");
+        assert!(matches!(&m.value, Value::Seq(v) if matches!(v[0].value, Value::Map(_))));
     }
 
     #[test]
