@@ -20,6 +20,7 @@ fn warn(out: &mut Findings<'_>, path: &FieldPath<'_>, why: &str) {
 
 const EXPORT_TO: &str =
     "exportTo limits visibility across namespaces; in one process every resource is visible";
+const NETWORK: &str = "multi-network routing (through east-west gateways) is not implemented";
 const TARGET_REFS: &str =
     "policies attached through targetRef(s) are not applied yet; use a selector";
 
@@ -83,6 +84,103 @@ pub(crate) fn check(res: &Resource, out: &mut Findings<'_>) {
                     "targetRefs"
                 };
                 warn(out, &spec.field(field), TARGET_REFS);
+            }
+        }
+        Spec::VirtualService(vs) => {
+            if !vs.export_to.is_empty() {
+                warn(out, &spec.field("exportTo"), EXPORT_TO);
+            }
+            if !vs.tcp.is_empty() {
+                warn(
+                    out,
+                    &spec.field("tcp"),
+                    "TCP routes are not implemented; tower-mesh routes HTTP (and TLS by SNI in proxy mode)",
+                );
+            }
+            let http = spec.field("http");
+            for (i, route) in vs.http.iter().enumerate() {
+                let r = http.index(i);
+                let matches = r.field("match");
+                for (j, m) in route.matches.iter().enumerate() {
+                    if !m.stat_prefix.is_empty() {
+                        let mp = matches.index(j);
+                        warn(
+                            out,
+                            &mp.field("statPrefix"),
+                            "per-route Envoy stats prefixes have no equivalent; metrics carry the route name",
+                        );
+                    }
+                }
+            }
+        }
+        Spec::ServiceEntry(se) => {
+            if !se.export_to.is_empty() {
+                warn(out, &spec.field("exportTo"), EXPORT_TO);
+            }
+            if !se.addresses.is_empty() {
+                warn(
+                    out,
+                    &spec.field("addresses"),
+                    "virtual IPs are not needed in-process: requests are routed by host",
+                );
+            }
+            if se.workload_selector.is_some() {
+                warn(
+                    out,
+                    &spec.field("workloadSelector"),
+                    "selecting Kubernetes pods is not possible in-process; list endpoints or WorkloadEntries",
+                );
+            }
+            let endpoints = spec.field("endpoints");
+            for (i, e) in se.endpoints.iter().enumerate() {
+                if !e.network.is_empty() {
+                    let ep = endpoints.index(i);
+                    warn(out, &ep.field("network"), NETWORK);
+                }
+            }
+        }
+        Spec::WorkloadEntry(we) => {
+            if !we.network.is_empty() {
+                warn(out, &spec.field("network"), NETWORK);
+            }
+        }
+        Spec::Sidecar(sc) => {
+            if !sc.ingress.is_empty() {
+                warn(
+                    out,
+                    &spec.field("ingress"),
+                    "inbound listeners are set in code (the inbound layer or the proxy's flags)",
+                );
+            }
+            if sc.inbound_connection_pool.is_some() {
+                warn(
+                    out,
+                    &spec.field("inboundConnectionPool"),
+                    "inbound connection limits are set in code",
+                );
+            }
+            let egress = spec.field("egress");
+            for (i, e) in sc.egress.iter().enumerate() {
+                let ep = egress.index(i);
+                if e.port.is_some() || !e.bind.is_empty() || e.capture_mode.is_some() {
+                    warn(
+                        out,
+                        &ep,
+                        "egress listener ports, binds and capture modes do not apply in-process; only `hosts` (which services are visible) does",
+                    );
+                }
+            }
+            if sc
+                .outbound_traffic_policy
+                .as_ref()
+                .is_some_and(|o| o.egress_proxy.is_some())
+            {
+                let op = spec.field("outboundTrafficPolicy");
+                warn(
+                    out,
+                    &op.field("egressProxy"),
+                    "unknown hosts pass through directly, not through an egress proxy",
+                );
             }
         }
         Spec::Gateway(gw) => {
@@ -373,6 +471,38 @@ spec:
         no_finding(
             &gw("{mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}"),
             "spec.servers[0].tls.credentialName",
+        );
+    }
+
+    #[test]
+    fn unenforced_service_entry_and_virtual_service_fields_warn() {
+        let se = |addresses: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: s}}
+spec:
+  hosts: [api.example.com]
+  addresses: {addresses}
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  resolution: DNS
+"
+            )
+        };
+        warns(&se("[10.0.0.1]"), "spec.addresses", "routed by host");
+        no_finding(&se("[]"), "spec.addresses");
+        warns(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: v}
+spec:
+  hosts: [db]
+  tcp:
+  - route:
+    - destination: {host: db}
+",
+            "spec.tcp",
+            "TCP routes are not implemented",
         );
     }
 }
