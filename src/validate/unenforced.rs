@@ -70,21 +70,21 @@ pub(crate) fn check(res: &Resource, out: &mut Findings<'_>) {
                         warn(
                             out,
                             &cp.field("key"),
-                            "experimental Envoy filter-metadata conditions have no in-process equivalent; the condition never matches",
+                            "experimental Envoy filter-metadata conditions have no in-process equivalent",
                         );
                     }
                 }
             }
         }
-        Spec::RequestAuthentication(ra) => {
-            if ra.target_ref.is_some() || !ra.target_refs.is_empty() {
-                let field = if ra.target_ref.is_some() {
-                    "targetRef"
-                } else {
-                    "targetRefs"
-                };
-                warn(out, &spec.field(field), TARGET_REFS);
-            }
+        Spec::RequestAuthentication(ra)
+            if ra.target_ref.is_some() || !ra.target_refs.is_empty() =>
+        {
+            let field = if ra.target_ref.is_some() {
+                "targetRef"
+            } else {
+                "targetRefs"
+            };
+            warn(out, &spec.field(field), TARGET_REFS);
         }
         Spec::VirtualService(vs) => {
             if !vs.export_to.is_empty() {
@@ -139,10 +139,8 @@ pub(crate) fn check(res: &Resource, out: &mut Findings<'_>) {
                 }
             }
         }
-        Spec::WorkloadEntry(we) => {
-            if !we.network.is_empty() {
-                warn(out, &spec.field("network"), NETWORK);
-            }
+        Spec::WorkloadEntry(we) if !we.network.is_empty() => {
+            warn(out, &spec.field("network"), NETWORK);
         }
         Spec::Sidecar(sc) => {
             if !sc.ingress.is_empty() {
