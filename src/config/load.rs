@@ -47,9 +47,11 @@ pub struct ConfigSet {
 }
 
 impl ConfigSet {
-    /// Adds everything from `other`.
+    /// Adds everything from `other`, keeping resources ordered by file path then document
+    /// index (how Istio's "oldest wins" ties are broken here).
     pub fn extend(&mut self, other: ConfigSet) {
         self.resources.extend(other.resources);
+        self.resources.sort_by(|a, b| a.source.cmp(&b.source));
         self.skipped.extend(other.skipped);
         self.problems.extend(other.problems);
         self.files += other.files;
@@ -508,6 +510,24 @@ spec:
         assert!(e.message.starts_with("YAML syntax error"), "{e}");
         assert!(e.source.line >= 10, "line {}", e.source.line);
         assert!(e.to_string().contains("mesh/a.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn sets_merge_in_path_then_document_order() {
+        let loader = Loader::new();
+        let mut set = loader.load_named_str(&PA.replace("strict", "z"), Path::new("b.yaml"));
+        let two = format!(
+            "{}---\n{}",
+            PA.replace("strict", "x"),
+            PA.replace("strict", "y")
+        );
+        set.extend(loader.load_named_str(&two, Path::new("a.yaml")));
+        let names: Vec<_> = set
+            .resources
+            .iter()
+            .map(|r| r.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, ["x", "y", "z"]);
     }
 
     #[test]
