@@ -5,7 +5,7 @@
 //! names follow Istio's (camelCase in YAML, snake_case in Rust); enums are Rust enums;
 //! durations are [`std::time::Duration`]; percentages are [`Percent`].
 //!
-//! Use [`load`](crate::config::load) to read files, directories or strings into a
+//! Use [`Loader`] to read files, directories or strings into a
 //! [`ConfigSet`], then [`validate`](crate::validate) to check them as strictly as Istio.
 
 pub mod common;
