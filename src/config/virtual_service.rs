@@ -7,7 +7,7 @@
 //! The decoder enforces the schema: types, enum values, durations, percent ranges, unknown
 //! fields, oneof groups (a problem recorded at the object), and the "may not be null" checks
 //! of list entries Istio makes (an `http[]` entry, a `route[]` entry, a `mirrors[]` entry, a
-//! `tcp[].match[]` entry, a header match value). A `null` entry still yields a default value
+//! `tls[].match[]` / `tcp[].match[]` entry, a `headers` match value). A `null` entry still yields a default value
 //! so that later indices keep their position in paths.
 
 use std::collections::BTreeMap;
@@ -411,7 +411,8 @@ fn oneof(node: &Node, path: &FieldPath<'_>, cx: &mut Cx, set: &[bool], names: &s
     }
 }
 
-/// Decodes a map of header / query-parameter matches, refusing `null` values (rule 28).
+/// Decodes a map of header / query-parameter matches. A `null` value is refused in `headers`
+/// (rule 28: "header match X cannot be null"); elsewhere Istio treats it as "present".
 fn match_map(
     f: &mut Fields<'_, '_>,
     name: &str,
@@ -430,7 +431,11 @@ fn match_map(
     for (k, v) in entries {
         let p = path.key(k);
         if v.value == Value::Null {
-            cx.error(&p, v, format!("header match {k} cannot be null"));
+            if name == "headers" {
+                cx.error(&p, v, format!("header match {k} cannot be null"));
+            } else {
+                out.insert(k.clone(), StringMatch::Any);
+            }
             continue;
         }
         if let Some(m) = StringMatch::decode(v, &p, cx) {
@@ -722,7 +727,7 @@ impl Decode for Abort {
 
 impl Decode for HttpMirrorPolicy {
     fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
-        if null_entry(node, path, cx, "mirror may not be null") {
+        if null_entry(node, path, cx, "mirror cannot be null") {
             return Some(HttpMirrorPolicy::default());
         }
         let mut f = Fields::new(node, path, cx)?;
@@ -792,6 +797,9 @@ impl Decode for TlsRoute {
 
 impl Decode for TlsMatchAttributes {
     fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
+        if null_entry(node, path, cx, "TLS match may not be null") {
+            return Some(TlsMatchAttributes::default());
+        }
         let mut f = Fields::new(node, path, cx)?;
         let m = TlsMatchAttributes {
             sni_hosts: f.list("sniHosts", cx),
@@ -834,5 +842,338 @@ impl Decode for L4MatchAttributes {
         };
         f.finish(cx);
         Some(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Loader, Spec};
+
+    fn load(yaml: &str) -> (VirtualService, Vec<String>) {
+        let set = Loader::new().load_str(yaml);
+        let problems = set
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        let spec = match set.resources.first().map(|r| &r.spec) {
+            Some(Spec::VirtualService(vs)) => vs.clone(),
+            other => panic!("expected a VirtualService, got {other:?} ({problems:?})"),
+        };
+        (spec, problems)
+    }
+
+    const FULL: &str = r#"
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews, "*.example.com"]
+  gateways: [mesh, istio-system/gw]
+  exportTo: [".", other]
+  http:
+  - name: main
+    match:
+    - name: m1
+      uri: {prefix: /api}
+      scheme: {exact: https}
+      method: {regex: "GET|POST"}
+      authority: {exact: reviews.example.com}
+      headers: {x-user: {exact: jason}, x-any: {}}
+      withoutHeaders: {x-debug: {regex: "*"}}
+      queryParams: {v: {prefix: "2"}}
+      port: 9080
+      sourceLabels: {app: productpage}
+      gateways: [mesh]
+      ignoreUriCase: true
+      sourceNamespace: bookinfo
+      statPrefix: reviews-api
+    route:
+    - destination: {host: reviews, subset: v2, port: {number: 9080}}
+      weight: 75
+      headers:
+        request: {set: {x-a: b}, add: {x-c: d}, remove: [x-e]}
+        response: {set: {x-f: g}}
+    - destination: {host: reviews, subset: v3}
+      weight: 25
+    rewrite:
+      authority: reviews.internal
+      uriRegexRewrite: {match: "^/api/(.*)", rewrite: "/\\1"}
+    timeout: 1.5s
+    retries:
+      attempts: 3
+      perTryTimeout: 500ms
+      retryOn: 5xx,reset,503
+      retryRemoteLocalities: true
+      retryIgnorePreviousHosts: false
+      backoff: 50ms
+    fault:
+      delay: {fixedDelay: 2s, percentage: {value: 10}, percent: 5}
+      abort: {grpcStatus: UNAVAILABLE, percentage: {value: 0.5}}
+    mirror: {host: reviews-shadow, port: {number: 80}}
+    mirrorPercentage: {value: 20}
+    mirrorPercent: 20
+    corsPolicy:
+      allowOrigins: [{exact: "https://a.example.com"}, {regex: ".*\\.b\\.com"}]
+      allowOrigin: ["https://c.example.com"]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-a]
+      exposeHeaders: [x-b]
+      maxAge: 24h
+      allowCredentials: false
+      unmatchedPreflights: IGNORE
+    headers:
+      request: {set: {x-route: main}}
+  - name: other
+    redirect: {uri: /new, authority: a.example.com, derivePort: FROM_REQUEST_PORT, scheme: https, redirectCode: 308}
+    mirrors:
+    - destination: {host: m1}
+      percentage: {value: 5}
+  - directResponse: {status: 503, body: {string: unavailable}}
+  - delegate: {name: reviews-delegate, namespace: other}
+  - redirect: {prefixRewrite: /v2, port: 8443}
+    rewrite: {uri: /x}
+    fault: {abort: {httpStatus: 500}, delay: {exponentialDelay: 1s}}
+  tls:
+  - match:
+    - sniHosts: [a.example.com]
+      destinationSubnets: [10.0.0.0/8]
+      port: 443
+      sourceLabels: {app: a}
+      gateways: [mesh]
+      sourceNamespace: ns
+    route:
+    - destination: {host: a.example.com}
+      weight: 100
+  tcp:
+  - match:
+    - destinationSubnets: [10.1.0.0/16]
+      port: 3306
+      sourceLabels: {app: b}
+      gateways: [mesh]
+      sourceNamespace: ns
+      sourceSubnet: 10.2.0.0/16
+    route:
+    - destination: {host: mysql, port: {number: 3306}}
+"#;
+
+    #[test]
+    fn full_virtual_service_decodes_every_field() {
+        let (vs, problems) = load(FULL);
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(vs.hosts, ["reviews", "*.example.com"]);
+        assert_eq!(vs.gateways, ["mesh", "istio-system/gw"]);
+        assert_eq!(vs.export_to, [".", "other"]);
+        assert_eq!(vs.http.len(), 5);
+        let h = &vs.http[0];
+        assert_eq!(h.name, "main");
+        let m = &h.matches[0];
+        assert_eq!(m.name, "m1");
+        assert_eq!(m.uri, Some(StringMatch::Prefix("/api".into())));
+        assert_eq!(m.scheme, Some(StringMatch::Exact("https".into())));
+        assert_eq!(m.method, Some(StringMatch::Regex("GET|POST".into())));
+        assert_eq!(m.headers["x-any"], StringMatch::Any);
+        assert_eq!(m.without_headers["x-debug"], StringMatch::Regex("*".into()));
+        assert_eq!(m.query_params["v"], StringMatch::Prefix("2".into()));
+        assert_eq!(m.port, Some(9080));
+        assert_eq!(m.source_labels["app"], "productpage");
+        assert_eq!(m.gateways, ["mesh"]);
+        assert!(m.ignore_uri_case);
+        assert_eq!(m.source_namespace, "bookinfo");
+        assert_eq!(m.stat_prefix, "reviews-api");
+        let r0 = &h.route[0];
+        assert_eq!(
+            r0.destination,
+            Some(Destination {
+                host: "reviews".into(),
+                subset: "v2".into(),
+                port: Some(PortSelector { number: 9080 }),
+            })
+        );
+        assert_eq!(r0.weight, 75);
+        let ops = r0
+            .headers
+            .as_ref()
+            .and_then(|h| h.request.as_ref())
+            .expect("request ops");
+        assert_eq!(ops.set["x-a"], "b");
+        assert_eq!(ops.add["x-c"], "d");
+        assert_eq!(ops.remove, ["x-e"]);
+        let rw = h.rewrite.as_ref().expect("rewrite");
+        assert_eq!(rw.authority, "reviews.internal");
+        assert_eq!(
+            rw.uri_regex_rewrite,
+            Some(RegexRewrite {
+                pattern: "^/api/(.*)".into(),
+                rewrite: "/\\1".into()
+            })
+        );
+        assert_eq!(h.timeout, Some(Duration::from_millis(1500)));
+        let rt = h.retries.as_ref().expect("retries");
+        assert_eq!(rt.attempts, Some(3));
+        assert_eq!(rt.per_try_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(rt.retry_on, "5xx,reset,503");
+        assert_eq!(rt.retry_remote_localities, Some(true));
+        assert_eq!(rt.retry_ignore_previous_hosts, Some(false));
+        assert_eq!(rt.backoff, Some(Duration::from_millis(50)));
+        let fault = h.fault.as_ref().expect("fault");
+        let delay = fault.delay.as_ref().expect("delay");
+        assert_eq!(delay.fixed_delay, Some(Duration::from_secs(2)));
+        assert_eq!(delay.percentage, Percent::new(10.0));
+        assert_eq!(delay.percent, Some(5));
+        let abort = fault.abort.as_ref().expect("abort");
+        assert_eq!(abort.grpc_status.as_deref(), Some("UNAVAILABLE"));
+        assert_eq!(abort.percentage, Percent::new(0.5));
+        assert_eq!(
+            h.mirror.as_ref().map(|d| d.host.as_str()),
+            Some("reviews-shadow")
+        );
+        assert_eq!(h.mirror_percentage, Percent::new(20.0));
+        assert_eq!(h.mirror_percent, Some(20));
+        let cors = h.cors_policy.as_ref().expect("cors");
+        assert_eq!(cors.allow_origins.len(), 2);
+        assert_eq!(cors.allow_origin, ["https://c.example.com"]);
+        assert_eq!(cors.allow_methods, ["GET", "POST"]);
+        assert_eq!(cors.allow_headers, ["x-a"]);
+        assert_eq!(cors.expose_headers, ["x-b"]);
+        assert_eq!(cors.max_age, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(cors.allow_credentials, Some(false));
+        assert_eq!(cors.unmatched_preflights, Some(UnmatchedPreflights::Ignore));
+        assert!(h.headers.as_ref().is_some_and(|h| h.request.is_some()));
+
+        let redirect = vs.http[1].redirect.as_ref().expect("redirect");
+        assert_eq!(redirect.uri, "/new");
+        assert_eq!(redirect.authority, "a.example.com");
+        assert_eq!(
+            redirect.derive_port,
+            Some(RedirectPortSelection::FromRequestPort)
+        );
+        assert_eq!(redirect.scheme, "https");
+        assert_eq!(redirect.redirect_code, Some(308));
+        assert_eq!(vs.http[1].mirrors[0].percentage, Percent::new(5.0));
+        let dr = vs.http[2].direct_response.as_ref().expect("directResponse");
+        assert_eq!(dr.status, Some(503));
+        assert_eq!(
+            dr.body.as_ref().and_then(|b| b.string.as_deref()),
+            Some("unavailable")
+        );
+        assert_eq!(
+            vs.http[3].delegate,
+            Some(Delegate {
+                name: "reviews-delegate".into(),
+                namespace: "other".into()
+            })
+        );
+        let r4 = &vs.http[4];
+        assert_eq!(r4.redirect.as_ref().and_then(|r| r.port), Some(8443));
+        assert_eq!(
+            r4.redirect.as_ref().map(|r| r.prefix_rewrite.as_str()),
+            Some("/v2")
+        );
+        let f4 = r4.fault.as_ref().expect("fault");
+        assert_eq!(f4.abort.as_ref().and_then(|a| a.http_status), Some(500));
+        assert_eq!(
+            f4.delay.as_ref().and_then(|d| d.exponential_delay),
+            Some(Duration::from_secs(1))
+        );
+
+        let tls = &vs.tls[0].matches[0];
+        assert_eq!(tls.sni_hosts, ["a.example.com"]);
+        assert_eq!(tls.destination_subnets, ["10.0.0.0/8"]);
+        assert_eq!(tls.port, Some(443));
+        assert_eq!(tls.source_namespace, "ns");
+        assert_eq!(vs.tls[0].route[0].weight, 100);
+        let tcp = &vs.tcp[0].matches[0];
+        assert_eq!(tcp.port, Some(3306));
+        assert_eq!(tcp.source_subnet, "10.2.0.0/16");
+        assert_eq!(tcp.gateways, ["mesh"]);
+        assert_eq!(
+            vs.tcp[0].route[0].destination.as_ref().and_then(|d| d.port),
+            Some(PortSelector { number: 3306 })
+        );
+    }
+
+    #[test]
+    fn snake_case_spellings_are_accepted() {
+        let (vs, problems) = load(
+            "apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [reviews]
+  export_to: [\"*\"]
+  http:
+  - match: [{ignore_uri_case: true, without_headers: {x: {exact: y}}, source_labels: {app: a}}]
+    route:
+    - destination: {host: reviews}
+    mirror: {host: m}
+    mirror_percent: 30
+    retries: {attempts: 2, per_try_timeout: 1s, retry_on: 5xx}
+    cors_policy: {allow_origins: [{prefix: \"https://\"}], max_age: 10s}
+    rewrite: {uri_regex_rewrite: {match: a, rewrite: b}}
+",
+        );
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(vs.export_to, ["*"]);
+        let h = &vs.http[0];
+        assert!(h.matches[0].ignore_uri_case);
+        assert_eq!(h.matches[0].source_labels["app"], "a");
+        assert_eq!(h.mirror_percent, Some(30));
+        let rt = h.retries.as_ref().expect("retries");
+        assert_eq!(rt.per_try_timeout, Some(Duration::from_secs(1)));
+        assert_eq!(rt.retry_on, "5xx");
+        assert_eq!(
+            h.cors_policy.as_ref().and_then(|c| c.max_age),
+            Some(Duration::from_secs(10))
+        );
+        assert!(
+            h.rewrite
+                .as_ref()
+                .is_some_and(|r| r.uri_regex_rewrite.is_some())
+        );
+    }
+
+    #[test]
+    fn schema_problems_are_reported_with_paths() {
+        let (_, problems) = load(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, bogus: 1}
+      weight: 2147483648
+    redirect: {port: 80, derivePort: FROM_PROTOCOL_DEFAULT}
+    corsPolicy: {unmatchedPreflights: DROP}
+    fault: {abort: {httpStatus: 500, grpcStatus: OK}}
+    retries: {attempts: 1, retryRemoteLocalities: \"yes\"}
+  tcp:
+  - match: [null]
+    route: [null]
+",
+        );
+        let has = |needle: &str| problems.iter().any(|p| p.contains(needle));
+        assert!(
+            has("spec.http[0].route[0].destination.bogus: unknown field"),
+            "{problems:#?}"
+        );
+        assert!(has(
+            "spec.http[0].route[0].weight: 2147483648 is out of range"
+        ));
+        assert!(has("spec.http[0].redirect: only one of port or derivePort"));
+        assert!(has(
+            "spec.http[0].corsPolicy.unmatchedPreflights: Unsupported value: \"DROP\""
+        ));
+        assert!(has(
+            "spec.http[0].fault.abort: only one of httpStatus, grpcStatus"
+        ));
+        assert!(has(
+            "spec.http[0].retries.retryRemoteLocalities: expected a boolean"
+        ));
+        assert!(has("spec.tcp[0].match[0]: tcp match may not be nil"));
+        assert!(has("spec.tcp[0].route[0]: weight may not be nil"));
     }
 }
