@@ -7,25 +7,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::{say, shared};
 use tower_mesh::config::Loader;
 use tower_mesh::validate::{Report, validate};
 
 fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/istio-corpus");
-    if dir.join("EXPECTED.tsv").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but the Istio corpus is missing at {}",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "note: skipping the Istio corpus test: {} not found (it sits beside the repository in CI)",
-        dir.display()
-    );
-    None
+    shared("istio-corpus/EXPECTED.tsv", "Istio corpus")
+        .and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
 /// `crd-validation/*-invalid.yaml` documents carry a top-level `_err` key: Istio's test
@@ -77,7 +65,7 @@ fn istio_corpus_files_agree_with_istio() {
             ));
         }
     }
-    println!("{agree}/{} files agree with Istio", expected.len());
+    say(format!("{agree}/{} files agree with Istio", expected.len()));
     assert!(
         disagreements.is_empty(),
         "{agree}/{} files agree with Istio; these do not:\n{}",
@@ -128,7 +116,10 @@ fn istio_corpus_documents_agree_with_istio() {
             ));
         }
     }
-    println!("{agree}/{} documents agree with Istio", expected.len());
+    say(format!(
+        "{agree}/{} documents agree with Istio",
+        expected.len()
+    ));
     assert!(
         disagreements.is_empty(),
         "{agree}/{} documents agree with Istio; these do not:\n{}",

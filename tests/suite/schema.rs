@@ -3,26 +3,14 @@
 //! loads without an "unknown field" or a type error.
 
 use std::fs;
-use std::path::Path;
 
+use crate::{say, shared};
 use tower_mesh::config::{Kind, Loader};
 use tower_mesh::yaml::{Limits, Node, Value, parse_stream};
 
 fn crd_file() -> Option<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/istio-crds/crd-all.gen.yaml");
-    match fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but Istio's CRDs are missing at {}", path.display())
-        }
-        Err(_) => {
-            eprintln!(
-                "note: skipping the CRD schema test: {} not found (it sits beside the repository in CI)",
-                path.display()
-            );
-            None
-        }
-    }
+    let path = shared("istio-crds/crd-all.gen.yaml", "CRD schema")?;
+    Some(fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 fn str_field<'a>(n: &'a Node, key: &str) -> Option<&'a str> {
@@ -148,7 +136,9 @@ fn every_schema_field_is_in_the_model() {
         }
         let _ = kind;
     }
-    println!("{checked} (kind, version) schemas checked against the model");
+    say(format!(
+        "{checked} (kind, version) schemas checked against the model"
+    ));
     assert!(checked >= 24, "only {checked} schemas found");
     assert!(
         failures.is_empty(),
