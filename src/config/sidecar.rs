@@ -3,14 +3,17 @@
 //! VirtualServices, DestinationRules and ServiceEntries), and what happens to traffic to
 //! unknown destinations.
 //!
-//! `ServerTlsSettings` and `ConnectionPoolSettings` here have the same schema as the
-//! Gateway's server TLS settings and the DestinationRule's connection pool; they are defined
-//! in this module so that the Sidecar model stands on its own.
+//! Istio's Sidecar reuses messages of other kinds, and so does this model: `ingress[].tls` is
+//! the Gateway's [`ServerTlsSettings`], `ingress[].connectionPool` and
+//! `inboundConnectionPool` are the DestinationRule's [`ConnectionPoolSettings`], and
+//! `outboundTrafficPolicy.egressProxy` is the VirtualService's [`Destination`] (the CRD
+//! schemas of these fields are identical).
 
-use std::time::Duration;
-
-use crate::config::common::{PortSelector, WorkloadSelector};
+use crate::config::common::WorkloadSelector;
 use crate::config::decode::{Cx, Decode, Fields};
+use crate::config::destination_rule::ConnectionPoolSettings;
+use crate::config::gateway::ServerTlsSettings;
+use crate::config::virtual_service::Destination;
 use crate::path::FieldPath;
 use crate::yaml::Node;
 
@@ -100,7 +103,7 @@ pub struct OutboundTrafficPolicy {
     /// `mode`; absent = `REGISTRY_ONLY`.
     pub mode: Option<OutboundTrafficPolicyMode>,
     /// `egressProxy`: where `ALLOW_ANY` traffic to unknown destinations is sent instead of
-    /// passing it through (only with `ALLOW_ANY`).
+    /// passing it through (only with `ALLOW_ANY`; its `host` and `port` are required).
     pub egress_proxy: Option<Destination>,
 }
 
@@ -111,185 +114,6 @@ crate::istio_enum! {
         RegistryOnly => "REGISTRY_ONLY",
         /// Unknown destinations are passed through (or to `egressProxy`).
         AllowAny => "ALLOW_ANY",
-    }
-}
-
-/// `outboundTrafficPolicy.egressProxy`: a destination (Istio's `Destination` shape).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Destination {
-    /// `host` (required): the registry host name of the egress proxy.
-    pub host: String,
-    /// `subset`: a DestinationRule subset of the host; empty = none.
-    pub subset: String,
-    /// `port`: the port of the host; required for the egress proxy.
-    pub port: Option<PortSelector>,
-}
-
-/// Server-side TLS settings of an ingress listener (the schema of Istio's
-/// `ServerTLSSettings`, shared with Gateway servers).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct ServerTlsSettings {
-    /// `httpsRedirect`: answer plain HTTP with a 301 to HTTPS (not supported on Sidecars).
-    pub https_redirect: bool,
-    /// `mode`; absent = `PASSTHROUGH`.
-    pub mode: Option<ServerTlsMode>,
-    /// `serverCertificate`: path of the server certificate file.
-    pub server_certificate: String,
-    /// `privateKey`: path of the private key file.
-    pub private_key: String,
-    /// `caCertificates`: path of the CA bundle verifying client certificates.
-    pub ca_certificates: String,
-    /// `caCrl`: path of the certificate revocation list for client certificates.
-    pub ca_crl: String,
-    /// `credentialName`: a secret holding the certificates (not supported on Sidecars).
-    pub credential_name: String,
-    /// `credentialNames`: one or two secrets (e.g. RSA + ECDSA; not supported on Sidecars).
-    pub credential_names: Vec<String>,
-    /// `tlsCertificates`: one or two inline certificate sets (not supported on Sidecars).
-    pub tls_certificates: Vec<TlsCertificate>,
-    /// `caCertCredentialName`: a secret or config map holding the CA certificates.
-    pub ca_cert_credential_name: String,
-    /// `subjectAltNames`: accepted client identities (not supported on Sidecars).
-    pub subject_alt_names: Vec<String>,
-    /// `verifyCertificateSpki`: base64 SHA-256 hashes of authorized client SPKIs.
-    pub verify_certificate_spki: Vec<String>,
-    /// `verifyCertificateHash`: hex SHA-256 hashes of authorized client certificates.
-    pub verify_certificate_hash: Vec<String>,
-    /// `minProtocolVersion`; absent = TLS 1.2.
-    pub min_protocol_version: Option<TlsProtocol>,
-    /// `maxProtocolVersion`; absent = TLS 1.3.
-    pub max_protocol_version: Option<TlsProtocol>,
-    /// `cipherSuites`; absent = Envoy's default list.
-    pub cipher_suites: Vec<String>,
-    /// `ecdhCurves`; absent = Envoy's default curves.
-    pub ecdh_curves: Vec<String>,
-    /// `insecureSkipVerify` (nullable): accept client certificates that fail verification.
-    pub insecure_skip_verify: Option<bool>,
-}
-
-/// A `tlsCertificates[]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct TlsCertificate {
-    /// `serverCertificate`: path of the certificate file.
-    pub server_certificate: String,
-    /// `privateKey`: path of the private key file.
-    pub private_key: String,
-    /// `caCertificates`: path of the CA bundle.
-    pub ca_certificates: String,
-}
-
-crate::istio_enum! {
-    /// `tls.mode` of a server.
-    pub enum ServerTlsMode {
-        /// Forward TLS untouched, routing on SNI (the default).
-        Passthrough => "PASSTHROUGH",
-        /// Terminate TLS with the server certificate.
-        Simple => "SIMPLE",
-        /// Terminate TLS and require a client certificate.
-        Mutual => "MUTUAL",
-        /// SNI-routed passthrough without routes (gateways only).
-        AutoPassthrough => "AUTO_PASSTHROUGH",
-        /// Mesh mTLS with Istio's certificates (gateways only).
-        IstioMutual => "ISTIO_MUTUAL",
-        /// Terminate TLS; verify a client certificate if one is sent.
-        OptionalMutual => "OPTIONAL_MUTUAL",
-    }
-}
-
-crate::istio_enum! {
-    /// A TLS protocol version bound.
-    pub enum TlsProtocol {
-        /// Envoy's default.
-        TlsAuto => "TLS_AUTO",
-        /// TLS 1.0.
-        Tlsv10 => "TLSV1_0",
-        /// TLS 1.1.
-        Tlsv11 => "TLSV1_1",
-        /// TLS 1.2.
-        Tlsv12 => "TLSV1_2",
-        /// TLS 1.3.
-        Tlsv13 => "TLSV1_3",
-    }
-}
-
-/// Connection pool settings of an inbound listener (the schema of Istio's
-/// `ConnectionPoolSettings`, shared with DestinationRule).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct ConnectionPoolSettings {
-    /// `tcp`: settings for every connection.
-    pub tcp: Option<TcpSettings>,
-    /// `http`: HTTP settings.
-    pub http: Option<HttpSettings>,
-}
-
-/// `connectionPool.tcp`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct TcpSettings {
-    /// `maxConnections`: maximum HTTP/1 or TCP connections; 0 (absent) = 2^32-1.
-    pub max_connections: i32,
-    /// `connectTimeout`; absent = 10s.
-    pub connect_timeout: Option<Duration>,
-    /// `tcpKeepalive`: SO_KEEPALIVE settings; absent = no keepalive.
-    pub tcp_keepalive: Option<TcpKeepalive>,
-    /// `maxConnectionDuration`; absent = unlimited.
-    pub max_connection_duration: Option<Duration>,
-    /// `idleTimeout`; absent = 1h; `0s` disables it.
-    pub idle_timeout: Option<Duration>,
-}
-
-/// `connectionPool.tcp.tcpKeepalive`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct TcpKeepalive {
-    /// `probes`: probes without answer before the connection is dead; 0 = the OS default.
-    pub probes: u32,
-    /// `time`: idle time before probing; absent = the OS default (Linux 2h).
-    pub time: Option<Duration>,
-    /// `interval`: time between probes; absent = the OS default (Linux 75s).
-    pub interval: Option<Duration>,
-}
-
-/// `connectionPool.http`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct HttpSettings {
-    /// `http1MaxPendingRequests`: requests queued while waiting for a connection; 0 (absent)
-    /// = 2^32-1.
-    pub http1_max_pending_requests: i32,
-    /// `http2MaxRequests`: maximum active requests; 0 (absent) = 2^32-1.
-    pub http2_max_requests: i32,
-    /// `maxRequestsPerConnection`: 0 (absent) = unlimited; 1 disables keep-alive.
-    pub max_requests_per_connection: i32,
-    /// `maxRetries`: outstanding retries across the cluster; 0 (absent) = 2^32-1.
-    pub max_retries: i32,
-    /// `idleTimeout`: idle timeout of pooled connections; absent = 1h.
-    pub idle_timeout: Option<Duration>,
-    /// `h2UpgradePolicy`; absent = `DEFAULT` (the mesh setting).
-    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
-    /// `useClientProtocol`: keep the client's HTTP version upstream.
-    pub use_client_protocol: bool,
-    /// `maxConcurrentStreams`: per HTTP/2 connection; 0 (absent) = 2^31-1.
-    pub max_concurrent_streams: i32,
-    /// `http2KeepAlive`: HTTP/2 PING keepalive; absent = none.
-    pub http2_keep_alive: Option<Http2KeepAlive>,
-}
-
-/// `connectionPool.http.http2KeepAlive`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Http2KeepAlive {
-    /// `interval`: time between PING frames.
-    pub interval: Option<Duration>,
-    /// `timeout`: how long to wait for a PING answer before closing the connection.
-    pub timeout: Option<Duration>,
-}
-
-crate::istio_enum! {
-    /// `connectionPool.http.h2UpgradePolicy`.
-    pub enum H2UpgradePolicy {
-        /// The mesh-wide default.
-        Default => "DEFAULT",
-        /// Never upgrade HTTP/1.1 to HTTP/2.
-        DoNotUpgrade => "DO_NOT_UPGRADE",
-        /// Upgrade HTTP/1.1 connections to HTTP/2.
-        Upgrade => "UPGRADE",
     }
 }
 
@@ -364,134 +188,14 @@ impl Decode for OutboundTrafficPolicy {
     }
 }
 
-impl Decode for Destination {
-    fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
-        let mut f = Fields::new(node, path, cx)?;
-        let d = Destination {
-            host: f.get("host", cx).unwrap_or_default(),
-            subset: f.get("subset", cx).unwrap_or_default(),
-            port: f.get("port", cx),
-        };
-        f.finish(cx);
-        Some(d)
-    }
-}
-
-impl Decode for ServerTlsSettings {
-    fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
-        let mut f = Fields::new(node, path, cx)?;
-        let t = ServerTlsSettings {
-            https_redirect: f.flag("httpsRedirect", cx),
-            mode: f.get("mode", cx),
-            server_certificate: f.get("serverCertificate", cx).unwrap_or_default(),
-            private_key: f.get("privateKey", cx).unwrap_or_default(),
-            ca_certificates: f.get("caCertificates", cx).unwrap_or_default(),
-            ca_crl: f.get("caCrl", cx).unwrap_or_default(),
-            credential_name: f.get("credentialName", cx).unwrap_or_default(),
-            credential_names: f.list("credentialNames", cx),
-            tls_certificates: f.list("tlsCertificates", cx),
-            ca_cert_credential_name: f.get("caCertCredentialName", cx).unwrap_or_default(),
-            subject_alt_names: f.list("subjectAltNames", cx),
-            verify_certificate_spki: f.list("verifyCertificateSpki", cx),
-            verify_certificate_hash: f.list("verifyCertificateHash", cx),
-            min_protocol_version: f.get("minProtocolVersion", cx),
-            max_protocol_version: f.get("maxProtocolVersion", cx),
-            cipher_suites: f.list("cipherSuites", cx),
-            ecdh_curves: f.list("ecdhCurves", cx),
-            insecure_skip_verify: f.get("insecureSkipVerify", cx),
-        };
-        f.finish(cx);
-        Some(t)
-    }
-}
-
-impl Decode for TlsCertificate {
-    fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
-        let mut f = Fields::new(node, path, cx)?;
-        let c = TlsCertificate {
-            server_certificate: f.get("serverCertificate", cx).unwrap_or_default(),
-            private_key: f.get("privateKey", cx).unwrap_or_default(),
-            ca_certificates: f.get("caCertificates", cx).unwrap_or_default(),
-        };
-        f.finish(cx);
-        Some(c)
-    }
-}
-
-impl Decode for ConnectionPoolSettings {
-    fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
-        let mut f = Fields::new(node, path, cx)?;
-        let c = ConnectionPoolSettings {
-            tcp: f.get("tcp", cx),
-            http: f.get("http", cx),
-        };
-        f.finish(cx);
-        Some(c)
-    }
-}
-
-impl Decode for TcpSettings {
-    fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
-        let mut f = Fields::new(node, path, cx)?;
-        let t = TcpSettings {
-            max_connections: f.get("maxConnections", cx).unwrap_or(0),
-            connect_timeout: f.get("connectTimeout", cx),
-            tcp_keepalive: f.get("tcpKeepalive", cx),
-            max_connection_duration: f.get("maxConnectionDuration", cx),
-            idle_timeout: f.get("idleTimeout", cx),
-        };
-        f.finish(cx);
-        Some(t)
-    }
-}
-
-impl Decode for TcpKeepalive {
-    fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
-        let mut f = Fields::new(node, path, cx)?;
-        let k = TcpKeepalive {
-            probes: f.get("probes", cx).unwrap_or(0),
-            time: f.get("time", cx),
-            interval: f.get("interval", cx),
-        };
-        f.finish(cx);
-        Some(k)
-    }
-}
-
-impl Decode for HttpSettings {
-    fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
-        let mut f = Fields::new(node, path, cx)?;
-        let h = HttpSettings {
-            http1_max_pending_requests: f.get("http1MaxPendingRequests", cx).unwrap_or(0),
-            http2_max_requests: f.get("http2MaxRequests", cx).unwrap_or(0),
-            max_requests_per_connection: f.get("maxRequestsPerConnection", cx).unwrap_or(0),
-            max_retries: f.get("maxRetries", cx).unwrap_or(0),
-            idle_timeout: f.get("idleTimeout", cx),
-            h2_upgrade_policy: f.get("h2UpgradePolicy", cx),
-            use_client_protocol: f.flag("useClientProtocol", cx),
-            max_concurrent_streams: f.get("maxConcurrentStreams", cx).unwrap_or(0),
-            http2_keep_alive: f.get("http2KeepAlive", cx),
-        };
-        f.finish(cx);
-        Some(h)
-    }
-}
-
-impl Decode for Http2KeepAlive {
-    fn decode(node: &Node, path: &FieldPath<'_>, cx: &mut Cx) -> Option<Self> {
-        let mut f = Fields::new(node, path, cx)?;
-        let k = Http2KeepAlive {
-            interval: f.get("interval", cx),
-            timeout: f.get("timeout", cx),
-        };
-        f.finish(cx);
-        Some(k)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::common::PortSelector;
+    use crate::config::destination_rule::{H2UpgradePolicy, Http2KeepAlive, TcpKeepalive};
+    use crate::config::gateway::{ServerTlsMode, TlsCertificate, TlsProtocol};
     use crate::config::{Loader, Spec};
 
     fn load(yaml: &str) -> (Sidecar, Vec<String>) {
@@ -584,26 +288,26 @@ spec:
         assert_eq!(ing.default_endpoint, "127.0.0.1:8443");
         let tls = ing.tls.as_ref().expect("tls");
         assert_eq!(tls.mode, Some(ServerTlsMode::Simple));
-        assert_eq!(tls.server_certificate, "/etc/cert.pem");
-        assert_eq!(tls.private_key, "/etc/key.pem");
-        assert_eq!(tls.ca_certificates, "/etc/ca.pem");
-        assert_eq!(tls.ca_crl, "/etc/crl.pem");
-        assert_eq!(tls.ca_cert_credential_name, "ca-cm");
+        assert_eq!(tls.server_certificate.as_deref(), Some("/etc/cert.pem"));
+        assert_eq!(tls.private_key.as_deref(), Some("/etc/key.pem"));
+        assert_eq!(tls.ca_certificates.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(tls.ca_crl.as_deref(), Some("/etc/crl.pem"));
+        assert_eq!(tls.ca_cert_credential_name.as_deref(), Some("ca-cm"));
         assert_eq!(tls.verify_certificate_spki, ["spki"]);
         assert_eq!(tls.verify_certificate_hash, ["hash"]);
-        assert_eq!(tls.min_protocol_version, Some(TlsProtocol::Tlsv12));
-        assert_eq!(tls.max_protocol_version, Some(TlsProtocol::Tlsv13));
+        assert_eq!(tls.min_protocol_version, Some(TlsProtocol::TlsV1_2));
+        assert_eq!(tls.max_protocol_version, Some(TlsProtocol::TlsV1_3));
         assert_eq!(tls.cipher_suites, ["ECDHE-RSA-AES256-GCM-SHA384"]);
         assert_eq!(tls.ecdh_curves, ["X25519"]);
         assert_eq!(tls.insecure_skip_verify, Some(false));
         let pool = ing.connection_pool.as_ref().expect("pool");
         let tcp = pool.tcp.as_ref().expect("tcp");
-        assert_eq!(tcp.max_connections, 100);
+        assert_eq!(tcp.max_connections, Some(100));
         assert_eq!(tcp.connect_timeout, Some(Duration::from_millis(30)));
         assert_eq!(
             tcp.tcp_keepalive,
             Some(TcpKeepalive {
-                probes: 3,
+                probes: Some(3),
                 time: Some(Duration::from_secs(7200)),
                 interval: Some(Duration::from_secs(75)),
             })
@@ -619,7 +323,7 @@ spec:
                 http.max_retries,
                 http.max_concurrent_streams
             ),
-            (10, 20, 1, 3, 50)
+            (Some(10), Some(20), Some(1), Some(3), Some(50))
         );
         assert_eq!(http.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(http.h2_upgrade_policy, Some(H2UpgradePolicy::DoNotUpgrade));
@@ -650,7 +354,10 @@ spec:
         );
         let inbound = sc.inbound_connection_pool.as_ref().expect("inbound");
         assert_eq!(
-            inbound.http.as_ref().map(|h| h.http1_max_pending_requests),
+            inbound
+                .http
+                .as_ref()
+                .and_then(|h| h.http1_max_pending_requests),
             Some(1024)
         );
     }
@@ -684,21 +391,21 @@ spec:
             .and_then(|p| p.tcp.as_ref())
             .expect("tcp");
         assert_eq!(tcp.connect_timeout, Some(Duration::from_secs(1)));
-        assert_eq!(tcp.tcp_keepalive.as_ref().map(|k| k.probes), Some(1));
+        assert_eq!(tcp.tcp_keepalive.and_then(|k| k.probes), Some(1));
         let ing = &sc.ingress[0];
         assert_eq!(ing.default_endpoint, "unix:///sock");
         assert_eq!(ing.capture_mode, Some(CaptureMode::Default));
         let tls = ing.tls.as_ref().expect("tls");
         assert!(tls.https_redirect);
-        assert_eq!(tls.credential_name, "c");
-        assert_eq!(tls.credential_names, ["a", "b"]);
+        assert_eq!(tls.credential_name.as_deref(), Some("c"));
+        assert_eq!(tls.credential_names(), ["a", "b"]);
         assert_eq!(tls.subject_alt_names, ["x"]);
         assert_eq!(
-            tls.tls_certificates,
+            tls.tls_certificates(),
             [TlsCertificate {
-                server_certificate: "s".into(),
-                private_key: "k".into(),
-                ca_certificates: "c".into(),
+                server_certificate: Some("s".into()),
+                private_key: Some("k".into()),
+                ca_certificates: Some("c".into()),
             }]
         );
     }

@@ -242,8 +242,13 @@ fn check_port_traffic_policy(p: &PortTrafficPolicy, path: &FieldPath<'_>, out: &
     );
 }
 
-/// Rules 82–85 and 4–5: `connectionPool`.
-fn check_connection_pool(c: &ConnectionPoolSettings, path: &FieldPath<'_>, out: &mut Findings<'_>) {
+/// Rules 82–85 and 4–5: a `connectionPool` (also the Sidecar's `ingress[].connectionPool`
+/// and `inboundConnectionPool`, which Istio validates with the same function).
+pub(crate) fn check_connection_pool(
+    c: &ConnectionPoolSettings,
+    path: &FieldPath<'_>,
+    out: &mut Findings<'_>,
+) {
     if c.http.is_none() && c.tcp.is_none() {
         out.error(82, path, "connection pool must have at least one field");
         return;

@@ -1,21 +1,22 @@
 //! Validation rules for Sidecar (rules 123–126, with 4–6 and 11–12 for its durations, ports
-//! and workload selector, and the connection pool rules 82–85 Istio applies to its pools).
+//! and workload selector, and the connection pool rules 82–85 Istio applies to its pools,
+//! checked by the DestinationRule validator's `check_connection_pool`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Resource;
+use crate::config::gateway::{ServerTlsMode, ServerTlsSettings};
 use crate::config::sidecar::{
-    CaptureMode, ConnectionPoolSettings, H2UpgradePolicy, IstioEgressListener,
-    IstioIngressListener, OutboundTrafficPolicy, OutboundTrafficPolicyMode, ServerTlsMode,
-    ServerTlsSettings, Sidecar, SidecarPort,
+    CaptureMode, IstioEgressListener, IstioIngressListener, OutboundTrafficPolicy,
+    OutboundTrafficPolicyMode, Sidecar, SidecarPort,
 };
 use crate::config::workload_entry::UNIX_ADDRESS_PREFIX;
 use crate::path::FieldPath;
 use crate::validate::Findings;
 use crate::validate::common::{
-    check_duration, check_port, check_selector, is_dns_label, is_ip, validate_fqdn,
-    validate_wildcard_domain,
+    check_port, check_selector, is_dns_label, is_ip, validate_fqdn, validate_wildcard_domain,
 };
+use crate::validate::destination_rule::check_connection_pool;
 use crate::validate::service_entry::{Protocol, is_known_protocol};
 use crate::validate::workload_entry::validate_unix_address;
 
@@ -199,7 +200,9 @@ fn split_host_port(s: &str) -> Result<(&str, &str), &'static str> {
 }
 
 /// Rule 124: what an ingress listener's TLS may hold; rules 119 and 121: the certificates
-/// the chosen mode needs.
+/// the chosen mode needs. (The Gateway validator's TLS check is not reused: it covers rules
+/// 118–122 together and reports missing certificates at the certificate fields, where these
+/// Sidecar findings point at `tls`.)
 fn check_ingress_tls(
     tls: &ServerTlsSettings,
     protocol: &str,
@@ -220,28 +223,28 @@ fn check_ingress_tls(
             "sidecar: httpsRedirect is not supported",
         );
     }
-    if !tls.credential_name.is_empty() {
+    if is_set(&tls.credential_name) {
         out.error(
             124,
             &path.field("credentialName"),
             "sidecar: credentialName is not currently supported",
         );
     }
-    if !tls.credential_names.is_empty() {
+    if !tls.credential_names().is_empty() {
         out.error(
             124,
             &path.field("credentialNames"),
             "sidecar: credentialNames is not currently supported",
         );
     }
-    if !tls.tls_certificates.is_empty() {
+    if !tls.tls_certificates().is_empty() {
         out.error(
             124,
             &path.field("tlsCertificates"),
             "sidecar: tls_certificates is not currently supported",
         );
     }
-    let mode = tls.mode.unwrap_or(ServerTlsMode::Passthrough);
+    let mode = tls.effective_mode();
     if matches!(
         mode,
         ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough
@@ -264,31 +267,31 @@ fn check_ingress_tls(
 
     // Rules 119 and 121 (the server TLS options, as for Gateway servers). A credentialName
     // (already rejected above) would fetch the certificates remotely.
-    let remote = !tls.credential_name.is_empty() || !tls.credential_names.is_empty();
+    let remote = is_set(&tls.credential_name) || !tls.credential_names().is_empty();
     if matches!(
         mode,
         ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
     ) && !remote
-        && tls.tls_certificates.is_empty()
+        && tls.tls_certificates().is_empty()
     {
-        if tls.server_certificate.is_empty() {
+        if !is_set(&tls.server_certificate) {
             out.error(
                 119,
                 path,
                 format!("{mode} TLS requires a server certificate"),
             );
         }
-        if tls.private_key.is_empty() {
+        if !is_set(&tls.private_key) {
             out.error(119, path, format!("{mode} TLS requires a private key"));
         }
         if mode != ServerTlsMode::Simple
-            && tls.ca_certificates.is_empty()
-            && tls.ca_cert_credential_name.is_empty()
+            && !is_set(&tls.ca_certificates)
+            && !is_set(&tls.ca_cert_credential_name)
         {
             out.error(119, path, format!("{mode} TLS requires a client CA bundle"));
         }
     }
-    if !tls.ca_crl.is_empty() && mode == ServerTlsMode::Simple {
+    if is_set(&tls.ca_crl) && mode == ServerTlsMode::Simple {
         out.error(
             121,
             &path.field("caCrl"),
@@ -297,99 +300,9 @@ fn check_ingress_tls(
     }
 }
 
-/// Rules 4, 5 and 82–85 for a connection pool.
-fn check_connection_pool(
-    pool: &ConnectionPoolSettings,
-    path: &FieldPath<'_>,
-    out: &mut Findings<'_>,
-) {
-    if pool.http.is_none() && pool.tcp.is_none() {
-        out.error(82, path, "connection pool must have at least one field");
-    }
-    if let Some(http) = &pool.http {
-        let p = path.field("http");
-        for (field, value, what) in [
-            (
-                "http1MaxPendingRequests",
-                http.http1_max_pending_requests,
-                "http1 max pending requests",
-            ),
-            (
-                "http2MaxRequests",
-                http.http2_max_requests,
-                "http2 max requests",
-            ),
-            (
-                "maxRequestsPerConnection",
-                http.max_requests_per_connection,
-                "max requests per connection",
-            ),
-            ("maxRetries", http.max_retries, "max retries"),
-            (
-                "maxConcurrentStreams",
-                http.max_concurrent_streams,
-                "max concurrent streams",
-            ),
-        ] {
-            if value < 0 {
-                out.error(83, &p.field(field), format!("{what} must be non-negative"));
-            }
-        }
-        if let Some(d) = http.idle_timeout {
-            check_duration(out, &p.field("idleTimeout"), d);
-        }
-        if http.use_client_protocol && http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) {
-            out.error(
-                84,
-                &p,
-                "use client protocol must not be true when H2UpgradePolicy is UPGRADE",
-            );
-        }
-        if let Some(ka) = &http.http2_keep_alive {
-            let kp = p.field("http2KeepAlive");
-            for (field, value) in [("interval", ka.interval), ("timeout", ka.timeout)] {
-                match value {
-                    Some(d) => check_duration(out, &kp.field(field), d),
-                    None => out.error(
-                        85,
-                        &kp.field(field),
-                        format!("http2 keepalive {field} is required"),
-                    ),
-                }
-            }
-        }
-    }
-    if let Some(tcp) = &pool.tcp {
-        let p = path.field("tcp");
-        if tcp.max_connections < 0 {
-            out.error(
-                83,
-                &p.field("maxConnections"),
-                "max connections must be non-negative",
-            );
-        }
-        if let Some(d) = tcp.connect_timeout {
-            check_duration(out, &p.field("connectTimeout"), d);
-        }
-        if let Some(d) = tcp.max_connection_duration {
-            check_duration(out, &p.field("maxConnectionDuration"), d);
-        }
-        // Rule 5: an idle timeout of 0 (in whole milliseconds) disables it.
-        if let Some(d) = tcp.idle_timeout
-            && d.as_millis() != 0
-        {
-            check_duration(out, &p.field("idleTimeout"), d);
-        }
-        if let Some(ka) = &tcp.tcp_keepalive {
-            let kp = p.field("tcpKeepalive");
-            if let Some(d) = ka.time {
-                check_duration(out, &kp.field("time"), d);
-            }
-            if let Some(d) = ka.interval {
-                check_duration(out, &kp.field("interval"), d);
-            }
-        }
-    }
+/// A non-empty string field (proto3 treats `""` as unset).
+fn is_set(s: &Option<String>) -> bool {
+    s.as_deref().is_some_and(|s| !s.is_empty())
 }
 
 /// Rule 125: the egress listeners.
