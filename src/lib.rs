@@ -35,3 +35,8 @@ pub mod config;
 pub mod path;
 pub mod validate;
 pub mod yaml;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

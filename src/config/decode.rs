@@ -80,13 +80,21 @@ pub trait Decode: Sized {
 /// Reads the fields of a mapping node, and on [`Fields::finish`] reports the ones nobody
 /// asked for as unknown.
 ///
-/// ```ignore
-/// let mut f = Fields::new(node, path, cx)?;
-/// let retry = HttpRetry {
-///     attempts: f.get("attempts", cx),
-///     per_try_timeout: f.get("perTryTimeout", cx),
-/// };
-/// f.finish(cx);
+/// ```
+/// use tower_mesh::config::decode::{Cx, Fields};
+/// use tower_mesh::path::FieldPath;
+/// use tower_mesh::yaml::{Limits, parse_stream};
+///
+/// let docs = parse_stream("attempts: 3\nbogus: 1\n", &Limits::default()).unwrap();
+/// let node = docs[0].root.clone().unwrap().unwrap();
+/// let mut cx = Cx::new();
+/// let retries = FieldPath::ROOT.field("retries");
+/// let mut f = Fields::new(&node, &retries, &mut cx).unwrap();
+/// let attempts: Option<i32> = f.get("attempts", &mut cx);
+/// f.finish(&mut cx);
+/// assert_eq!(attempts, Some(3));
+/// assert_eq!(cx.problems()[0].path, "retries.bogus");
+/// assert_eq!(cx.problems()[0].message, "unknown field \"bogus\"");
 /// ```
 pub struct Fields<'n, 'p> {
     node: &'n Node,
@@ -348,7 +356,7 @@ impl Decode for Duration {
 /// Declares an Istio enum: a Rust enum whose variants decode from (and display as) Istio's
 /// names, rejecting anything else with the list of supported values.
 ///
-/// ```ignore
+/// ```text
 /// istio_enum! {
 ///     /// Mutual TLS mode.
 ///     pub enum Mode {
