@@ -348,6 +348,79 @@ pub fn is_label_value(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
+/// A port protocol as Istio parses it (`protocol.Parse`, case-insensitive), shared by
+/// Gateway servers, ServiceEntry ports and Sidecar listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `HTTP`.
+    Http,
+    /// `HTTP2`.
+    Http2,
+    /// `HTTP_PROXY`.
+    HttpProxy,
+    /// `HTTPS`.
+    Https,
+    /// `GRPC`.
+    Grpc,
+    /// `GRPC-WEB`.
+    GrpcWeb,
+    /// `TCP`.
+    Tcp,
+    /// `TLS`.
+    Tls,
+    /// `UDP`.
+    Udp,
+    /// `MONGO`.
+    Mongo,
+    /// `REDIS`.
+    Redis,
+    /// `MYSQL`.
+    MySql,
+}
+
+impl Protocol {
+    /// Parses a protocol name, ignoring case; `None` for a protocol Istio does not know.
+    pub fn parse(s: &str) -> Option<Protocol> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "http" => Protocol::Http,
+            "http2" => Protocol::Http2,
+            "http_proxy" => Protocol::HttpProxy,
+            "https" => Protocol::Https,
+            "grpc" => Protocol::Grpc,
+            "grpc-web" => Protocol::GrpcWeb,
+            "tcp" => Protocol::Tcp,
+            "tls" => Protocol::Tls,
+            "udp" => Protocol::Udp,
+            "mongo" => Protocol::Mongo,
+            "redis" => Protocol::Redis,
+            "mysql" => Protocol::MySql,
+            _ => return None,
+        })
+    }
+
+    /// HTTP family: HTTP, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB.
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Protocol::Http
+                | Protocol::Http2
+                | Protocol::HttpProxy
+                | Protocol::Grpc
+                | Protocol::GrpcWeb
+        )
+    }
+
+    /// TLS family: HTTPS, TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::Https | Protocol::Tls)
+    }
+}
+
+/// Whether `s` is empty (protocol sniffing) or a protocol Istio knows.
+pub fn is_known_protocol(s: &str) -> bool {
+    s.is_empty() || Protocol::parse(s).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

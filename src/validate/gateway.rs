@@ -9,7 +9,7 @@ use crate::config::gateway::{
 };
 use crate::path::FieldPath;
 use crate::validate::Findings;
-use crate::validate::common::{check_port, is_dns_label, validate_wildcard_domain};
+use crate::validate::common::{Protocol, check_port, is_dns_label, validate_wildcard_domain};
 
 /// The prefix of a `bind` naming a Unix domain socket.
 const UNIX_ADDRESS_PREFIX: &str = "unix://";
@@ -32,61 +32,6 @@ const VALID_CIPHER_SUITES: [&str; 15] = [
     "AES256-SHA",
     "DES-CBC3-SHA",
 ];
-
-/// A port protocol as Istio parses it (case-insensitive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    Http,
-    Http2,
-    HttpProxy,
-    Https,
-    Grpc,
-    GrpcWeb,
-    Tcp,
-    Tls,
-    Udp,
-    Mongo,
-    Redis,
-    MySql,
-}
-
-impl Protocol {
-    /// Istio's `protocol.Parse`: `None` for an unsupported protocol.
-    fn parse(s: &str) -> Option<Protocol> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "http" => Protocol::Http,
-            "http2" => Protocol::Http2,
-            "http_proxy" => Protocol::HttpProxy,
-            "https" => Protocol::Https,
-            "grpc" => Protocol::Grpc,
-            "grpc-web" => Protocol::GrpcWeb,
-            "tcp" => Protocol::Tcp,
-            "tls" => Protocol::Tls,
-            "udp" => Protocol::Udp,
-            "mongo" => Protocol::Mongo,
-            "redis" => Protocol::Redis,
-            "mysql" => Protocol::MySql,
-            _ => return None,
-        })
-    }
-
-    /// Protocols carried over HTTP.
-    fn is_http(self) -> bool {
-        matches!(
-            self,
-            Protocol::Http
-                | Protocol::Http2
-                | Protocol::HttpProxy
-                | Protocol::Grpc
-                | Protocol::GrpcWeb
-        )
-    }
-
-    /// Protocols on top of TLS.
-    fn is_tls(self) -> bool {
-        matches!(self, Protocol::Https | Protocol::Tls)
-    }
-}
 
 /// Checks every rule for a Gateway.
 pub(crate) fn check(res: &Resource, spec: &Gateway, path: &FieldPath<'_>, out: &mut Findings<'_>) {

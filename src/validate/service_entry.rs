@@ -8,8 +8,8 @@ use crate::config::service_entry::{Location, Resolution, ServiceEntry};
 use crate::path::FieldPath;
 use crate::validate::Findings;
 use crate::validate::common::{
-    check_export_to, check_port, check_selector, is_dns_label, validate_fqdn, validate_ip_or_cidr,
-    validate_wildcard_domain,
+    Protocol, check_export_to, check_port, check_selector, is_dns_label, is_known_protocol,
+    validate_fqdn, validate_ip_or_cidr, validate_wildcard_domain,
 };
 use crate::validate::workload_entry::{AddressRule, EndpointRules, check_endpoint};
 
@@ -123,10 +123,11 @@ pub(crate) fn check(
     // Rule 110: several hosts need ports that tell them apart (HTTP Host or TLS SNI).
     if resolution != Resolution::None && spec.hosts.len() > 1 {
         let ports = path.field("ports");
-        if let Some((i, _)) = spec.ports.iter().enumerate().find(|(_, p)| {
-            let proto = Protocol::parse(&p.protocol);
-            !proto.is_http() && !proto.is_tls()
-        }) {
+        if let Some((i, _)) =
+            spec.ports.iter().enumerate().find(|(_, p)| {
+                !Protocol::parse(&p.protocol).is_some_and(|p| p.is_http() || p.is_tls())
+            })
+        {
             out.error(
                 110,
                 &ports.index(i),
@@ -292,7 +293,7 @@ fn check_ports<'s>(
                 ),
             );
         }
-        if !port.protocol.is_empty() && Protocol::parse(&port.protocol) == Protocol::Unsupported {
+        if !is_known_protocol(&port.protocol) {
             out.error(
                 103,
                 &p.field("protocol"),
@@ -354,7 +355,7 @@ fn check_dynamic_dns(
         let proto = Protocol::parse(&port.protocol);
         if !matches!(
             proto,
-            Protocol::Http | Protocol::Tls | Protocol::Grpc | Protocol::Http2
+            Some(Protocol::Http | Protocol::Tls | Protocol::Grpc | Protocol::Http2)
         ) {
             out.error(
                 109,
@@ -386,68 +387,6 @@ fn is_partial_wildcard(host: &str) -> bool {
 /// An FQDN, or `*.` followed by an FQDN.
 fn is_fqdn_or_prefix_wildcard(host: &str) -> bool {
     validate_fqdn(host.strip_prefix("*.").unwrap_or(host)).is_ok()
-}
-
-/// A port protocol as Istio parses it (case-insensitive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protocol {
-    Tcp,
-    Udp,
-    Grpc,
-    GrpcWeb,
-    Http,
-    HttpProxy,
-    Http2,
-    Https,
-    Tls,
-    Mongo,
-    Redis,
-    MySql,
-    /// An unknown name (or empty: sniffing).
-    Unsupported,
-}
-
-impl Protocol {
-    /// Parses a protocol name, ignoring case.
-    pub(crate) fn parse(s: &str) -> Protocol {
-        match s.to_ascii_lowercase().as_str() {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            "grpc" => Protocol::Grpc,
-            "grpc-web" => Protocol::GrpcWeb,
-            "http" => Protocol::Http,
-            "http_proxy" => Protocol::HttpProxy,
-            "http2" => Protocol::Http2,
-            "https" => Protocol::Https,
-            "tls" => Protocol::Tls,
-            "mongo" => Protocol::Mongo,
-            "redis" => Protocol::Redis,
-            "mysql" => Protocol::MySql,
-            _ => Protocol::Unsupported,
-        }
-    }
-
-    /// HTTP family: HTTP, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB.
-    pub(crate) fn is_http(self) -> bool {
-        matches!(
-            self,
-            Protocol::Http
-                | Protocol::Http2
-                | Protocol::HttpProxy
-                | Protocol::Grpc
-                | Protocol::GrpcWeb
-        )
-    }
-
-    /// TLS family: HTTPS, TLS.
-    pub(crate) fn is_tls(self) -> bool {
-        matches!(self, Protocol::Https | Protocol::Tls)
-    }
-}
-
-/// Whether `s` is empty (sniffing) or a protocol Istio knows.
-pub(crate) fn is_known_protocol(s: &str) -> bool {
-    s.is_empty() || Protocol::parse(s) != Protocol::Unsupported
 }
 
 #[cfg(test)]

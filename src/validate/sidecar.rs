@@ -13,11 +13,11 @@ use crate::config::sidecar::{
 use crate::config::workload_entry::UNIX_ADDRESS_PREFIX;
 use crate::path::FieldPath;
 use crate::validate::Findings;
+use crate::validate::common::{Protocol, is_known_protocol};
 use crate::validate::common::{
     check_port, check_selector, is_dns_label, is_ip, validate_fqdn, validate_wildcard_domain,
 };
 use crate::validate::destination_rule::check_connection_pool;
-use crate::validate::service_entry::{Protocol, is_known_protocol};
 use crate::validate::workload_entry::validate_unix_address;
 
 /// Checks every rule for a Sidecar.
@@ -255,7 +255,7 @@ fn check_ingress_tls(
             format!("configuration is invalid: cannot set mode to {mode} in sidecar ingress tls"),
         );
     }
-    if !Protocol::parse(protocol).is_tls() {
+    if !Protocol::parse(protocol).is_some_and(Protocol::is_tls) {
         out.error(
             124,
             path,
