@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod path;
+pub mod snapshot;
 pub mod validate;
 pub mod yaml;
 
