@@ -32,6 +32,7 @@
 //! ```
 
 pub mod config;
+pub mod error;
 pub mod path;
 pub mod snapshot;
 pub mod validate;
