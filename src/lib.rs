@@ -34,6 +34,7 @@
 pub mod config;
 pub mod error;
 pub mod path;
+pub mod route;
 pub mod snapshot;
 pub mod validate;
 pub mod yaml;
