@@ -31,6 +31,7 @@
 //! assert!(matches!(set.resources[0].spec, Spec::VirtualService(_)));
 //! ```
 
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod path;
