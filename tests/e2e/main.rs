@@ -1,0 +1,8 @@
+//! End-to-end tests over real loopback sockets: test backends, gRPC through tonic, and (as the
+//! request path lands) the mesh between them. One test binary, so the crate is linked once.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod backends;
+mod grpc;
