@@ -595,6 +595,15 @@ pub enum Error {
         host: Arc<str>,
     },
 
+    /// The request cannot be routed as sent: a path Envoy's normalisation rejects (a NUL
+    /// byte), or no authority at all. Layer `route`; 400, no flag (Envoy answers such requests
+    /// from its connection manager before routing).
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// What is wrong with the request.
+        reason: Cow<'static, str>,
+    },
+
     /// The authority names no service in the registry and the mesh's
     /// `outboundTrafficPolicy.mode` is `REGISTRY_ONLY`. Istio sends such requests to its
     /// `block_all` route, a direct 502 (the `BlackHoleCluster`), so Envoy sets no response flag
@@ -751,7 +760,9 @@ impl Error {
     /// The layer that produced it.
     pub fn layer(&self) -> Layer {
         match self {
-            Error::NoRoute { .. } | Error::RegistryOnly { .. } => Layer::Route,
+            Error::NoRoute { .. } | Error::RegistryOnly { .. } | Error::BadRequest { .. } => {
+                Layer::Route
+            }
             Error::ClusterNotFound { .. } | Error::Overflow { .. } => Layer::Cluster,
             Error::NoHealthyUpstream { .. } => Layer::Balance,
             Error::Timeout { .. } => Layer::Timeout,
@@ -779,6 +790,7 @@ impl Error {
             }
             Error::FaultAbort { .. } => ResponseFlag::FaultInjected.into(),
             Error::RegistryOnly { .. }
+            | Error::BadRequest { .. }
             | Error::Denied { .. }
             | Error::Unauthenticated { .. }
             | Error::Config(_)
@@ -791,6 +803,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::RegistryOnly { .. } => StatusCode::BAD_GATEWAY,
             Error::ClusterNotFound { .. }
             | Error::NoHealthyUpstream { .. }
@@ -868,9 +881,10 @@ impl Error {
             Error::FaultAbort { .. } => "fault filter abort".into(),
             Error::Denied { .. } => "RBAC: access denied".into(),
             Error::Unauthenticated { reason } => reason.clone(),
-            Error::NoRoute { .. } | Error::RegistryOnly { .. } | Error::ClusterNotFound { .. } => {
-                self.to_string().into()
-            }
+            Error::NoRoute { .. }
+            | Error::RegistryOnly { .. }
+            | Error::ClusterNotFound { .. }
+            | Error::BadRequest { .. } => self.to_string().into(),
             Error::Config(_) | Error::Io(_) | Error::Other(_) => "mesh internal error".into(),
         }
     }

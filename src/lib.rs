@@ -32,13 +32,26 @@
 //! ```
 
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod error;
+pub mod mesh;
 pub mod path;
+pub mod pool;
+pub mod registry;
 pub mod route;
 pub mod snapshot;
 pub mod validate;
+#[cfg(feature = "watch")]
+pub mod watch;
 pub mod yaml;
+
+pub use client::{MeshClient, Upstream};
+pub use error::Error;
+pub use mesh::{
+    ConfigSource, Mesh, MeshBuilder, MeshEvent, MeshSettings, OutboundPolicy, ReloadSummary,
+};
+pub use route::{RouteDecision, RouteLayer};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,12 +1,642 @@
-//! The compiled, immutable view of a config for the request path (issue 4, in progress).
+//! The compiled, immutable view of a config for the request path.
 //!
-//! So far: host names (short-name expansion, the most-specific-first [`HostIndex`], authority
-//! resolution as Istio's virtual-host domains) and the DestinationRule policy merge
-//! ([`DestinationRuleIndex`], [`ClusterPolicy`]). The route tables and the `Snapshot` that
-//! ties them together come next.
+//! `Snapshot::compile` (run by [`Mesh`](crate::Mesh) on build and reload) turns a validated [`ConfigSet`] into tables indexed for the hot path,
+//! for one workload (the [`MeshSettings`]: its namespace, labels and gateway):
+//!
+//! - **virtual hosts** ([`VirtualHost`], in a [`HostIndex`]): one per service host (from
+//!   ServiceEntries and the builder's static services) and per VirtualService host, found by a
+//!   request's authority the way Istio's virtual-host domains are ([`Snapshot::resolve`]);
+//!   each with its ordered [`RouteTable`] when VirtualServices claim it;
+//! - **clusters** ([`Cluster`]): one per (service host, subset, port), with the merged
+//!   DestinationRule policy ([`ClusterPolicy`]), the endpoints of the subset (a live handle
+//!   into the endpoint registry) and the [`ClusterState`] that survives reloads;
+//! - the DestinationRule index, for `/config_dump`-style questions.
+//!
+//! What the workload sees follows Istio: resources are visible when their `exportTo` includes
+//! the workload's namespace (empty = everyone, `.` = own namespace, `~` = nobody); a
+//! DestinationRule with a `workloadSelector` applies only to workloads in its namespace whose
+//! labels it selects; for each host, the DestinationRules of the workload's namespace win,
+//! then those of the service's namespace, then the root namespace's, then the rest.
+//! VirtualServices apply when their gateways include the workload's gateway (`mesh`).
+//! Every entry keeps its [`Provenance`].
 
 pub mod hosts;
 pub mod policy;
+pub mod state;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
 
 pub use hosts::{ClusterDomain, HostIndex, expand_host};
 pub use policy::{ClusterPolicy, DestinationRuleIndex, MergedDestinationRule, Provenance};
+pub use state::{ClusterKey, ClusterState, StateRegistry};
+
+use crate::config::destination_rule::H2UpgradePolicy;
+use crate::config::{ConfigSet, Resource, Spec, VirtualService};
+use crate::error::Error;
+use crate::mesh::MeshSettings;
+use crate::pool::UpstreamProtocol;
+use crate::registry::{ClusterEndpoints, Endpoint, EndpointRegistry, Service, ServiceRegistry};
+use crate::route::matcher::{MESH_GATEWAY, RegexCache, resolve_gateway_name};
+use crate::route::table::{RouteTable, RouteWarning, VsRef};
+use crate::validate::common::Protocol;
+use crate::validate::{ResourceRef, Severity, ValidationError};
+
+/// A service the mesh builder declared with static endpoints (no ServiceEntry).
+#[derive(Debug, Clone)]
+pub(crate) struct UserService {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) endpoints: Vec<Endpoint>,
+}
+
+/// A host a request can address: a service, a VirtualService host, or both.
+#[derive(Debug)]
+pub struct VirtualHost {
+    host: Arc<str>,
+    routes: Option<RouteTable>,
+}
+
+impl VirtualHost {
+    /// The host pattern (an FQDN or a wildcard).
+    pub fn host(&self) -> &Arc<str> {
+        &self.host
+    }
+
+    /// The routes of the VirtualServices that claim the host; `None` when none does (requests
+    /// go to the service itself, Istio's default route).
+    pub fn routes(&self) -> Option<&RouteTable> {
+        self.routes.as_ref()
+    }
+}
+
+/// How a service's traffic reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Through the endpoints of a cluster (STATIC, DNS, static map, Discover).
+    Endpoints,
+    /// Straight to the requested host (ServiceEntry `resolution: NONE`, or a wildcard host):
+    /// Envoy's original-destination / passthrough.
+    Passthrough,
+}
+
+/// One service port's facts the router needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServiceInfo {
+    host: Arc<str>,
+    ports: Vec<(u16, UpstreamProtocol)>,
+    reach: Reach,
+}
+
+impl ServiceInfo {
+    /// The port traffic for `requested` (the destination's or the request's port) goes to:
+    /// that port if the service has it; with no port asked for, the only port, else the
+    /// request's, else the first.
+    fn port(&self, dest_port: Option<u16>, request_port: u16) -> Option<u16> {
+        match dest_port {
+            Some(p) => self.ports.iter().any(|(n, _)| *n == p).then_some(p),
+            None if self.ports.len() == 1 => self.ports.first().map(|(n, _)| *n),
+            None => self
+                .ports
+                .iter()
+                .find(|(n, _)| *n == request_port)
+                .or(self.ports.first())
+                .map(|(n, _)| *n),
+        }
+    }
+}
+
+/// A destination (host, subset, port) ready to send to.
+pub struct Cluster {
+    key: ClusterKey,
+    policy: ClusterPolicy,
+    endpoints: ClusterEndpoints,
+    state: Arc<ClusterState>,
+    protocol: UpstreamProtocol,
+    use_client_protocol: bool,
+    provenance: Option<Arc<Provenance>>,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("key", &self.key)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// (host, subset, port).
+    pub fn key(&self) -> &ClusterKey {
+        &self.key
+    }
+
+    /// The merged DestinationRule policy for this (host, subset, port).
+    pub fn policy(&self) -> &ClusterPolicy {
+        &self.policy
+    }
+
+    /// The endpoints of the subset (live: DNS and Discover updates show).
+    pub fn endpoints(&self) -> &ClusterEndpoints {
+        &self.endpoints
+    }
+
+    /// The state that survives reloads.
+    pub fn state(&self) -> &Arc<ClusterState> {
+        &self.state
+    }
+
+    /// The protocol to speak upstream for a request of `version`: HTTP/2 for ports declared
+    /// `HTTP2` / `GRPC` / `GRPC-WEB` or with `h2UpgradePolicy: UPGRADE`; the caller's own with
+    /// `useClientProtocol`; HTTP/1.1 otherwise.
+    pub fn protocol_for(&self, version: http::Version) -> UpstreamProtocol {
+        if self.use_client_protocol {
+            return if version == http::Version::HTTP_2 {
+                UpstreamProtocol::Http2
+            } else {
+                UpstreamProtocol::Http1
+            };
+        }
+        self.protocol
+    }
+
+    /// The ServiceEntry the service came from (`None` for a static service of the builder).
+    pub fn provenance(&self) -> Option<&Arc<Provenance>> {
+        self.provenance.as_ref()
+    }
+}
+
+/// Where a route's destination goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A cluster with endpoints.
+    Cluster(Arc<Cluster>),
+    /// Straight to `host:port` (passthrough).
+    Passthrough {
+        /// The host to resolve and connect to.
+        host: Arc<str>,
+        /// The port.
+        port: u16,
+    },
+}
+
+/// The result of `Snapshot::compile`.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Problems found while compiling: warnings that do not stop the config (a delegate
+    /// that does not exist, a route dropped as unreachable, an endpoint address that cannot
+    /// be used ...), and errors that do (DNS resolution that cannot start without a tokio
+    /// runtime).
+    pub warnings: Vec<ValidationError>,
+}
+
+/// The compiled config: immutable, shared by every request that started while it was current.
+pub struct Snapshot {
+    version: u64,
+    settings: Arc<MeshSettings>,
+    vhosts: HostIndex<VirtualHost>,
+    services: HostIndex<ServiceInfo>,
+    clusters: HashMap<ClusterKey, Arc<Cluster>>,
+    destination_rules: DestinationRuleIndex,
+    resources: usize,
+    regexes: usize,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("hosts", &self.vhosts.len())
+            .field("clusters", &self.clusters.len())
+            .field("resources", &self.resources)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `export_to` (of a resource in `res_ns`) makes it visible in `caller_ns`.
+pub fn exported_to(export_to: &[String], res_ns: &str, caller_ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == caller_ns || (e == "." && res_ns == caller_ns))
+}
+
+/// The namespace of a Kubernetes-style service host `name.ns.svc.<domain>`.
+fn service_namespace<'a>(host: &'a str, domain: &ClusterDomain) -> Option<&'a str> {
+    let rest = host.strip_suffix(domain.as_str())?.strip_suffix(".svc.")?;
+    let (_, ns) = rest.rsplit_once('.')?;
+    Some(ns)
+}
+
+impl Snapshot {
+    /// Compiles the (validated) `set` for the workload described by `settings`.
+    ///
+    /// `endpoints` is the mesh's endpoint registry: config endpoints are published into it
+    /// and each cluster takes a live handle from it; `state` gives each cluster the state
+    /// its key had before.
+    pub(crate) fn compile(
+        set: &ConfigSet,
+        settings: &Arc<MeshSettings>,
+        user_services: &[UserService],
+        endpoints: &EndpointRegistry,
+        state: &StateRegistry,
+        version: u64,
+    ) -> Compiled {
+        let caller_ns = settings.source.namespace.as_str();
+        let domain = &settings.cluster_domain;
+        let mut warnings = Vec::new();
+
+        // ---- services ---------------------------------------------------------------
+        let visible_ses: Vec<&Resource> = set
+            .resources
+            .iter()
+            .filter(|r| match &r.spec {
+                Spec::ServiceEntry(se) => {
+                    exported_to(&se.export_to, &r.metadata.namespace, caller_ns)
+                }
+                Spec::WorkloadEntry(_) => true,
+                _ => false,
+            })
+            .collect();
+        let (registry, service_warnings) = ServiceRegistry::from_config(visible_ses);
+        warnings.extend(service_warnings);
+        if let Err(e) = endpoints.apply_config(&registry) {
+            // Only DNS resolution can fail here (no runtime to run resolvers on): refuse the
+            // config rather than serve DNS services without endpoints.
+            warnings.push(ValidationError {
+                severity: Severity::Error,
+                resource: None,
+                path: String::new(),
+                message: e.to_string(),
+                rule: None,
+                source: Default::default(),
+            });
+        }
+
+        let mut services: HostIndex<ServiceInfo> = HostIndex::new();
+        let mut service_list: Vec<(&Service, ServiceInfo)> = Vec::new();
+        for (_, svc) in registry.iter() {
+            let info = ServiceInfo {
+                host: svc.host.clone(),
+                ports: svc
+                    .ports
+                    .iter()
+                    .map(|p| (p.number, upstream_protocol(p.protocol)))
+                    .collect(),
+                reach: if svc.passthrough() || svc.host.starts_with('*') {
+                    Reach::Passthrough
+                } else {
+                    Reach::Endpoints
+                },
+            };
+            service_list.push((svc, info.clone()));
+            services.get_or_insert_with(&svc.host, || info);
+        }
+        for us in user_services {
+            let host: Arc<str> = us.host.to_ascii_lowercase().into();
+            let entry = services.get_or_insert_with(&host, || ServiceInfo {
+                host: host.clone(),
+                ports: Vec::new(),
+                reach: Reach::Endpoints,
+            });
+            if !entry.ports.iter().any(|(n, _)| *n == us.port) {
+                entry.ports.push((us.port, UpstreamProtocol::Http1));
+            }
+        }
+
+        // ---- DestinationRules -------------------------------------------------------
+        let destination_rules = DestinationRuleIndex::build(
+            preferred_destination_rules(&set.resources, settings),
+            domain,
+        );
+
+        // ---- clusters -----------------------------------------------------------------
+        let mut clusters = HashMap::new();
+        for (host, info) in services.iter() {
+            if info.reach == Reach::Passthrough {
+                continue;
+            }
+            let provenance = service_list
+                .iter()
+                .find(|(s, _)| &*s.host == host)
+                .map(|(s, _)| s.provenance.clone());
+            let dr = destination_rules.lookup(host);
+            let mut subsets: Vec<Option<&crate::config::destination_rule::Subset>> = vec![None];
+            if let Some(dr) = dr {
+                subsets.extend(dr.rule().subsets.iter().map(Some));
+            }
+            for &(port, protocol) in &info.ports {
+                for subset in &subsets {
+                    let subset_name: Option<Arc<str>> = subset.map(|s| Arc::from(s.name.as_str()));
+                    let key = ClusterKey::new(info.host.clone(), subset_name.clone(), port);
+                    if clusters.contains_key(&key) {
+                        continue;
+                    }
+                    let policy = dr
+                        .map(|d| d.policy(subset_name.as_deref(), Some(u32::from(port))))
+                        .unwrap_or_default();
+                    let http = policy
+                        .connection_pool
+                        .as_ref()
+                        .and_then(|c| c.http.as_ref());
+                    let upgrade =
+                        http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
+                    let use_client_protocol = http.is_some_and(|h| h.use_client_protocol);
+                    let labels = subset.map(|s| &s.labels);
+                    let cluster = Cluster {
+                        endpoints: endpoints.cluster(host, port, labels),
+                        state: state.cluster(&key),
+                        protocol: if upgrade {
+                            UpstreamProtocol::Http2
+                        } else {
+                            protocol
+                        },
+                        use_client_protocol,
+                        provenance: provenance.clone(),
+                        policy,
+                        key: key.clone(),
+                    };
+                    clusters.insert(key, Arc::new(cluster));
+                }
+            }
+        }
+
+        // ---- virtual hosts and routes ---------------------------------------------------
+        let mut vhosts: HostIndex<VirtualHost> = HostIndex::new();
+        for (host, _) in services.iter() {
+            vhosts.get_or_insert_with(host, || VirtualHost {
+                host: Arc::from(host),
+                routes: None,
+            });
+        }
+        let mut delegates: HashMap<(&str, &str), VsRef<'_>> = HashMap::new();
+        let mut by_host: HostIndex<Vec<VsRef<'_>>> = HostIndex::new();
+        let mut host_order: Vec<String> = Vec::new();
+        for res in &set.resources {
+            let Spec::VirtualService(vs) = &res.spec else {
+                continue;
+            };
+            let vs_ref = VsRef {
+                resource: res,
+                spec: vs,
+            };
+            if vs.hosts.is_empty() {
+                delegates.insert(
+                    (res.metadata.namespace.as_str(), res.metadata.name.as_str()),
+                    vs_ref,
+                );
+                continue;
+            }
+            if !exported_to(&vs.export_to, &res.metadata.namespace, caller_ns)
+                || !applies_to_gateway(vs, &res.metadata.namespace, &settings.gateway)
+            {
+                continue;
+            }
+            for h in &vs.hosts {
+                let host = expand_host(h, &res.metadata.namespace, domain).to_ascii_lowercase();
+                let list = by_host.get_or_insert_with(&host, Vec::new);
+                if list.is_empty() {
+                    host_order.push(host.clone());
+                }
+                list.push(vs_ref);
+            }
+        }
+        let mut cache = RegexCache::new();
+        let delegate = |ns: &str, name: &str| delegates.get(&(ns, name)).copied();
+        for host in &host_order {
+            let Some(vss) = by_host.get_pattern(host) else {
+                continue;
+            };
+            let (table, route_warnings) = RouteTable::compile(vss, &delegate, &mut cache, domain);
+            for w in route_warnings {
+                warnings.push(route_warning(&w));
+            }
+            let vh = vhosts.get_or_insert_with(host, || VirtualHost {
+                host: Arc::from(host.as_str()),
+                routes: None,
+            });
+            vh.routes = Some(table);
+        }
+
+        let resources = set.resources.len();
+        Compiled {
+            snapshot: Snapshot {
+                version,
+                settings: settings.clone(),
+                vhosts,
+                services,
+                clusters,
+                destination_rules,
+                resources,
+                regexes: cache.len(),
+            },
+            warnings,
+        }
+    }
+
+    /// The version: 1 for the mesh's first config, +1 per successful reload.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The settings it was compiled with.
+    pub fn settings(&self) -> &MeshSettings {
+        &self.settings
+    }
+
+    /// The number of resources compiled.
+    pub fn resources(&self) -> usize {
+        self.resources
+    }
+
+    /// The number of distinct regexes compiled (identical patterns are shared).
+    pub fn regexes(&self) -> usize {
+        self.regexes
+    }
+
+    /// The virtual host a request authority addresses, for the workload's namespace (see
+    /// [`HostIndex::resolve_authority`]).
+    pub fn resolve(&self, authority: &str) -> Option<hosts::Resolved<'_, VirtualHost>> {
+        self.vhosts.resolve_authority(
+            authority,
+            &self.settings.source.namespace,
+            &self.settings.cluster_domain,
+        )
+    }
+
+    /// The virtual host inserted under exactly `pattern` (a host or wildcard, as
+    /// [`VirtualHost::host`] gives it).
+    pub fn virtual_host(&self, pattern: &str) -> Option<&VirtualHost> {
+        self.vhosts.get_pattern(pattern)
+    }
+
+    /// Every virtual host, in no particular order.
+    pub fn virtual_hosts(&self) -> impl Iterator<Item = &VirtualHost> {
+        self.vhosts.iter().map(|(_, v)| v)
+    }
+
+    /// The cluster of `key`.
+    pub fn cluster(&self, key: &ClusterKey) -> Option<&Arc<Cluster>> {
+        self.clusters.get(key)
+    }
+
+    /// Every cluster.
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.values()
+    }
+
+    /// The keys of every cluster (for [`StateRegistry::retain`]).
+    pub fn cluster_keys(&self) -> HashSet<ClusterKey> {
+        self.clusters.keys().cloned().collect()
+    }
+
+    /// The DestinationRules that apply to this workload, merged per host.
+    pub fn destination_rules(&self) -> &DestinationRuleIndex {
+        &self.destination_rules
+    }
+
+    /// Where traffic for destination `host` (an FQDN, as a route names it), `subset` and
+    /// `port` goes, for a request addressed to `request_port`.
+    ///
+    /// Errors: [`Error::ClusterNotFound`] when the host is not a known service, the port is
+    /// not one of its ports, or the subset is one no DestinationRule defines (Istio: 503 NC).
+    pub fn target(
+        &self,
+        host: &Arc<str>,
+        subset: Option<&Arc<str>>,
+        port: Option<u16>,
+        request_port: u16,
+    ) -> Result<Target, Error> {
+        let not_found = || Error::ClusterNotFound {
+            host: host.clone(),
+            subset: subset.cloned(),
+        };
+        let Some(info) = self.services.lookup(host) else {
+            return Err(not_found());
+        };
+        if info.reach == Reach::Passthrough {
+            return Ok(Target::Passthrough {
+                host: host.clone(),
+                port: port.unwrap_or(request_port),
+            });
+        }
+        let port = info.port(port, request_port).ok_or_else(not_found)?;
+        let key = ClusterKey {
+            host: info.host.clone(),
+            subset: subset.cloned(),
+            port,
+        };
+        self.clusters
+            .get(&key)
+            .map(|c| Target::Cluster(c.clone()))
+            .ok_or_else(not_found)
+    }
+}
+
+/// Whether the VirtualService has routes for `gateway`: its gateways (empty = `mesh`), or the
+/// gateways of one of its match blocks, include it.
+fn applies_to_gateway(vs: &VirtualService, namespace: &str, gateway: &str) -> bool {
+    let named = |list: &[String]| {
+        if list.is_empty() {
+            return gateway == MESH_GATEWAY;
+        }
+        list.iter()
+            .any(|g| resolve_gateway_name(g, namespace) == gateway)
+    };
+    named(&vs.gateways)
+        || vs.http.iter().any(|r| {
+            r.matches
+                .iter()
+                .any(|m| !m.gateways.is_empty() && named(&m.gateways))
+        })
+}
+
+/// The DestinationRules that apply to the workload, with Istio's namespace preference applied
+/// per host: for each host, only the visible rules of the best-ranked namespace (the
+/// workload's, then the service's, then the root namespace, then any other) are kept, in the
+/// loader's order.
+fn preferred_destination_rules<'a>(
+    resources: &'a [Resource],
+    settings: &MeshSettings,
+) -> Vec<&'a Resource> {
+    let caller_ns = settings.source.namespace.as_str();
+    let domain = &settings.cluster_domain;
+    let mut visible: Vec<(&Resource, String, u8)> = Vec::new();
+    for res in resources {
+        let Spec::DestinationRule(dr) = &res.spec else {
+            continue;
+        };
+        let ns = res.metadata.namespace.as_str();
+        if !exported_to(&dr.export_to, ns, caller_ns) {
+            continue;
+        }
+        if let Some(sel) = &dr.workload_selector {
+            let selects = ns == caller_ns
+                && sel
+                    .match_labels
+                    .iter()
+                    .all(|(k, v)| settings.source.labels.get(k) == Some(v));
+            if !selects {
+                continue;
+            }
+        }
+        let host = expand_host(&dr.host, ns, domain).to_ascii_lowercase();
+        let rank = if ns == caller_ns {
+            0
+        } else if service_namespace(&host, domain) == Some(ns) {
+            1
+        } else if ns == settings.root_namespace {
+            2
+        } else {
+            3
+        };
+        visible.push((res, host, rank));
+    }
+    let mut best: HashMap<&str, u8> = HashMap::new();
+    for (_, host, rank) in &visible {
+        let slot = best.entry(host.as_str()).or_insert(*rank);
+        *slot = (*slot).min(*rank);
+    }
+    visible
+        .iter()
+        .filter(|(_, host, rank)| best.get(host.as_str()) == Some(rank))
+        .map(|(res, _, _)| *res)
+        .collect()
+}
+
+/// A route-table problem as a validation warning on its VirtualService.
+fn route_warning(w: &RouteWarning) -> ValidationError {
+    let path = match w.route.split_once(' ') {
+        Some((first, _)) => format!("spec.{first}"),
+        None => format!("spec.{}", w.route),
+    };
+    ValidationError {
+        severity: Severity::Warning,
+        resource: Some(ResourceRef {
+            kind: w.source.kind,
+            namespace: w.source.namespace.clone(),
+            name: w.source.name.clone(),
+        }),
+        path,
+        message: if w.route.contains(' ') {
+            format!("{}: {}", w.route, w.kind)
+        } else {
+            w.kind.to_string()
+        },
+        rule: None,
+        source: w.source.source.clone(),
+    }
+}
+
+/// The protocol to speak to a port declared with `protocol`: HTTP/2 (prior knowledge) for
+/// `HTTP2` and `GRPC`, HTTP/1.1 otherwise (`GRPC-WEB` works over HTTP/1.1).
+fn upstream_protocol(protocol: Option<Protocol>) -> UpstreamProtocol {
+    match protocol {
+        Some(Protocol::Http2 | Protocol::Grpc) => UpstreamProtocol::Http2,
+        _ => UpstreamProtocol::Http1,
+    }
+}

@@ -1,0 +1,720 @@
+//! [`Mesh`]: the handle that holds the compiled config, reloads it atomically, and hands out
+//! clients.
+//!
+//! A `Mesh` is built once ([`Mesh::builder`]) from config sources (files, directories, YAML
+//! strings) and settings that describe *this* workload (its namespace and labels, which
+//! VirtualServices match through `sourceNamespace` / `sourceLabels` and which decide what
+//! `exportTo` makes visible). It keeps the current [`Snapshot`] in an
+//! [`ArcSwap`]: every request loads it once, without locking, and uses that one snapshot to
+//! the end.
+//!
+//! **Reload.** [`Mesh::reload`] reads the sources again, validates and compiles them on a
+//! blocking thread (off the runtime's workers), and publishes the new snapshot with one atomic
+//! store. Requests already in flight finish on the snapshot they started with; new requests
+//! see the new one; none is dropped. A config with errors is refused: the last good snapshot
+//! keeps serving, and the errors come back as [`Error::Config`]. Every outcome is logged
+//! (`tracing`) and sent as a [`MeshEvent`] to [`Mesh::subscribe`]rs. [`Mesh::watch`] (feature
+//! `watch`) reloads when a config file changes.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_mesh::Error> {
+//! use tower_mesh::Mesh;
+//!
+//! let mesh = Mesh::builder()
+//!     .namespace("default")
+//!     .config_str("my-app.yaml", r#"
+//! apiVersion: networking.istio.io/v1
+//! kind: ServiceEntry
+//! metadata: {name: my-app}
+//! spec:
+//!   hosts: [my-app.default.svc.cluster.local]
+//!   location: MESH_INTERNAL
+//!   resolution: STATIC
+//!   ports: [{number: 80, name: http, protocol: HTTP}]
+//!   endpoints: [{address: 127.0.0.1, ports: {http: 8081}}]
+//! "#)
+//!     .build()?;
+//! assert_eq!(mesh.snapshot().version(), 1);
+//! let mut events = mesh.subscribe();
+//! let summary = mesh.reload().await?;
+//! assert_eq!(summary.version, 2);
+//! assert!(matches!(events.recv().await, Ok(tower_mesh::MeshEvent::Reloaded { version: 2, .. })));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
+
+use crate::client::MeshClient;
+use crate::config::{ConfigSet, Loader};
+use crate::error::Error;
+use crate::pool::{Connect, Pools};
+use crate::registry::{Endpoint, EndpointRegistry};
+use crate::route::PathNormalization;
+use crate::route::matcher::{MESH_GATEWAY, SourceIdentity};
+use crate::snapshot::hosts::ClusterDomain;
+use crate::snapshot::state::StateRegistry;
+use crate::snapshot::{Snapshot, UserService};
+use crate::validate::ValidationError;
+
+/// Istio's `meshConfig.outboundTrafficPolicy.mode`: what happens to a request whose authority
+/// names no service in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OutboundPolicy {
+    /// `ALLOW_ANY` (Istio's default): the request goes straight to the authority (Envoy's
+    /// `PassthroughCluster`), resolved with DNS.
+    #[default]
+    AllowAny,
+    /// `REGISTRY_ONLY`: the request is answered 502 (Envoy's `BlackHoleCluster`).
+    RegistryOnly,
+}
+
+/// The settings a [`Snapshot`] is compiled with: who this workload is and how it routes.
+#[derive(Debug, Clone)]
+pub struct MeshSettings {
+    /// This workload's namespace and labels: short names resolve in this namespace, and
+    /// `sourceNamespace` / `sourceLabels` match against it. Default namespace `default`.
+    pub source: SourceIdentity,
+    /// The cluster DNS domain (`cluster.local`).
+    pub cluster_domain: ClusterDomain,
+    /// Istio's root namespace (`istio-system`): its DestinationRules apply mesh-wide, after the
+    /// caller's and the service's own namespace.
+    pub root_namespace: String,
+    /// Path normalisation before matching (Istio's `meshConfig.pathNormalization`, default
+    /// `BASE`).
+    pub path_normalization: PathNormalization,
+    /// What to do with an authority that names no known service.
+    pub outbound_policy: OutboundPolicy,
+    /// The gateway whose routes apply: [`MESH_GATEWAY`] (`mesh`) for sidecar and client
+    /// traffic, `<namespace>/<name>` for an ingress gateway.
+    pub gateway: String,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        MeshSettings {
+            source: SourceIdentity {
+                namespace: "default".to_string(),
+                labels: BTreeMap::new(),
+            },
+            cluster_domain: ClusterDomain::default(),
+            root_namespace: "istio-system".to_string(),
+            path_normalization: PathNormalization::default(),
+            outbound_policy: OutboundPolicy::default(),
+            gateway: MESH_GATEWAY.to_string(),
+        }
+    }
+}
+
+/// Where configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A YAML/JSON file, or a directory read recursively (`.yaml`, `.yml`, `.json`).
+    Path(PathBuf),
+    /// YAML text; `name` appears in error messages as its file name.
+    Str {
+        /// The name errors give as the file.
+        name: String,
+        /// The YAML.
+        text: String,
+    },
+}
+
+impl ConfigSource {
+    /// A path source.
+    pub fn path(path: impl Into<PathBuf>) -> Self {
+        ConfigSource::Path(path.into())
+    }
+
+    /// A YAML text source named `name`.
+    pub fn yaml(name: impl Into<String>, text: impl Into<String>) -> Self {
+        ConfigSource::Str {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    fn load(&self, loader: &Loader) -> ConfigSet {
+        match self {
+            ConfigSource::Path(p) => loader.load_path(p),
+            ConfigSource::Str { name, text } => loader.load_named_str(text, Path::new(name)),
+        }
+    }
+}
+
+/// Something that happened to the mesh, for subscribers ([`Mesh::subscribe`]): telemetry,
+/// logs, tests. Later layers add their own (ejections, budget refusals, certificate rotation).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum MeshEvent {
+    /// A new snapshot is serving.
+    Reloaded {
+        /// Its version (1 for the config the mesh was built with, +1 per reload).
+        version: u64,
+        /// Resources compiled.
+        resources: usize,
+        /// Validation warnings (the config was accepted).
+        warnings: usize,
+        /// How long reading, validating and compiling took.
+        took: Duration,
+    },
+    /// A reload was refused; the previous snapshot keeps serving.
+    ReloadFailed {
+        /// The version still serving.
+        serving: u64,
+        /// What was wrong: the errors (first ones), joined.
+        message: Arc<str>,
+        /// The errors, all of them.
+        errors: Arc<[ValidationError]>,
+    },
+    /// The file watcher failed (the config is no longer watched for this path).
+    WatchError {
+        /// What failed.
+        message: Arc<str>,
+    },
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone)]
+pub struct ReloadSummary {
+    /// The version now serving.
+    pub version: u64,
+    /// Resources compiled.
+    pub resources: usize,
+    /// Resources of kinds tower-mesh does not model (skipped, as the CLI reports).
+    pub skipped: usize,
+    /// Validation warnings.
+    pub warnings: Vec<ValidationError>,
+    /// Time spent reading, validating and compiling.
+    pub took: Duration,
+}
+
+/// A source of random numbers for weighted choices: a counter mixed by SplitMix64, so it is
+/// lock-free, and exactly reproducible for a fixed seed and request order.
+#[derive(Debug)]
+pub(crate) struct Dice {
+    seed: u64,
+    counter: AtomicU64,
+}
+
+impl Dice {
+    pub(crate) fn new(seed: u64) -> Self {
+        Dice {
+            seed,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// A uniformly distributed value in `0..n` (`0` when `n == 0`).
+    pub(crate) fn roll(&self, n: u64) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        let i = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut z = self
+            .seed
+            .wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // Lemire's multiply-shift: unbiased enough for weights (bias < n / 2^64).
+        ((u128::from(z) * u128::from(n)) >> 64) as u64
+    }
+}
+
+pub(crate) struct MeshInner {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) settings: Arc<MeshSettings>,
+    pub(crate) endpoints: EndpointRegistry,
+    pub(crate) state: StateRegistry,
+    pub(crate) pools: Pools,
+    pub(crate) dice: Dice,
+    user_services: Vec<UserService>,
+    loader: Loader,
+    /// The sources; the lock also serialises reloads (held only on a blocking thread).
+    sources: Mutex<Vec<ConfigSource>>,
+    events: broadcast::Sender<MeshEvent>,
+}
+
+/// The mesh: the current config snapshot, the registries that outlive reloads, and the
+/// factory of [`MeshClient`]s. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Mesh {
+    pub(crate) inner: Arc<MeshInner>,
+}
+
+impl fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mesh")
+            .field("version", &self.inner.snapshot.load().version())
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mesh {
+    /// A builder with Istio's defaults: namespace `default`, cluster domain `cluster.local`,
+    /// `BASE` path normalisation, `ALLOW_ANY` outbound traffic, no config.
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder::default()
+    }
+
+    /// The snapshot serving now. Hold it for the duration of one request at most: a reload
+    /// publishes a new one.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.load_full()
+    }
+
+    /// The settings this mesh compiles with.
+    pub fn settings(&self) -> &MeshSettings {
+        &self.inner.settings
+    }
+
+    /// A client that routes requests by their authority through this mesh
+    /// ([`MeshClient`]). Clients are cheap; all of them share the mesh's pools and state.
+    pub fn client(&self) -> MeshClient {
+        MeshClient::new(self.clone())
+    }
+
+    /// The endpoint registry: add static endpoints or a `Discover` stream at run time.
+    pub fn endpoints(&self) -> &EndpointRegistry {
+        &self.inner.endpoints
+    }
+
+    /// The connection pools (one per endpoint and TLS policy).
+    pub fn pools(&self) -> &Pools {
+        &self.inner.pools
+    }
+
+    /// The registry of per-destination state that survives reloads.
+    pub fn state(&self) -> &StateRegistry {
+        &self.inner.state
+    }
+
+    /// Subscribes to [`MeshEvent`]s. A subscriber that falls more than 1,024 events behind
+    /// loses the oldest (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<MeshEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Reads the config sources again and, if they are valid, publishes the new snapshot.
+    ///
+    /// Parsing, validation and compilation run on a blocking thread. On errors the current
+    /// snapshot keeps serving and the errors are returned ([`Error::Config`], or
+    /// [`Error::Io`] if the blocking thread could not run).
+    pub async fn reload(&self) -> Result<ReloadSummary, Error> {
+        let mesh = self.clone();
+        run_blocking(move || mesh.reload_blocking()).await
+    }
+
+    /// Replaces the config sources with `sources` and reloads from them; on errors the
+    /// current snapshot *and* the current sources stay.
+    pub async fn reload_from(
+        &self,
+        sources: impl IntoIterator<Item = ConfigSource>,
+    ) -> Result<ReloadSummary, Error> {
+        let mesh = self.clone();
+        let sources: Vec<ConfigSource> = sources.into_iter().collect();
+        run_blocking(move || mesh.reload_from_blocking(sources)).await
+    }
+
+    /// [`reload`](Self::reload) on the calling thread. Blocks it for as long as reading and
+    /// compiling take: call it from a blocking context, not from an async task.
+    pub fn reload_blocking(&self) -> Result<ReloadSummary, Error> {
+        let mut sources = self
+            .inner
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = sources.clone();
+        self.apply(&current, &mut sources)
+    }
+
+    /// [`reload_from`](Self::reload_from) on the calling thread.
+    pub fn reload_from_blocking(&self, new: Vec<ConfigSource>) -> Result<ReloadSummary, Error> {
+        let mut sources = self
+            .inner
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.apply(&new, &mut sources)
+    }
+
+    /// Loads `new`, and on success publishes it and stores it as the sources.
+    fn apply(
+        &self,
+        new: &[ConfigSource],
+        sources: &mut Vec<ConfigSource>,
+    ) -> Result<ReloadSummary, Error> {
+        let started = std::time::Instant::now();
+        let inner = &self.inner;
+        let serving = inner.snapshot.load().version();
+        let version = serving + 1;
+        match compile(
+            new,
+            &inner.loader,
+            &inner.settings,
+            &inner.user_services,
+            &inner.endpoints,
+            &inner.state,
+            version,
+        ) {
+            Ok((snapshot, set_info)) => {
+                let live = snapshot.cluster_keys();
+                let resources = snapshot.resources();
+                inner.snapshot.store(Arc::new(snapshot));
+                let dropped = inner.state.retain(&live);
+                *sources = new.to_vec();
+                let took = started.elapsed();
+                tracing::info!(
+                    version,
+                    resources,
+                    warnings = set_info.warnings.len(),
+                    dropped_state = dropped,
+                    took_ms = took.as_secs_f64() * 1e3,
+                    "tower-mesh config reloaded"
+                );
+                let _ = inner.events.send(MeshEvent::Reloaded {
+                    version,
+                    resources,
+                    warnings: set_info.warnings.len(),
+                    took,
+                });
+                Ok(ReloadSummary {
+                    version,
+                    resources,
+                    skipped: set_info.skipped,
+                    warnings: set_info.warnings,
+                    took,
+                })
+            }
+            Err(errors) => {
+                let message: Arc<str> = summarize(&errors).into();
+                tracing::warn!(
+                    serving,
+                    errors = errors.len(),
+                    "tower-mesh config reload refused, version {serving} keeps serving: {message}"
+                );
+                let _ = inner.events.send(MeshEvent::ReloadFailed {
+                    serving,
+                    message,
+                    errors: errors.clone().into(),
+                });
+                Err(Error::Config(errors))
+            }
+        }
+    }
+
+    /// Reloads whenever a file under a [`ConfigSource::Path`] changes (debounced: a burst of
+    /// changes within `debounce` makes one reload). Returns a guard; dropping it stops
+    /// watching. Must be called within a tokio runtime.
+    ///
+    /// Failed reloads keep the old snapshot, as [`reload`](Self::reload) does, and are
+    /// reported as [`MeshEvent::ReloadFailed`].
+    #[cfg(feature = "watch")]
+    pub fn watch(&self, debounce: Duration) -> Result<crate::watch::WatchGuard, Error> {
+        let paths: Vec<PathBuf> = self
+            .inner
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|s| match s {
+                ConfigSource::Path(p) => Some(p.clone()),
+                ConfigSource::Str { .. } => None,
+            })
+            .collect();
+        crate::watch::watch(self.clone(), paths, debounce)
+    }
+
+    #[cfg_attr(not(feature = "watch"), allow(dead_code))]
+    pub(crate) fn send_event(&self, event: MeshEvent) {
+        let _ = self.inner.events.send(event);
+    }
+}
+
+/// Runs `f` on tokio's blocking pool.
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) => Err(Error::Io(std::io::Error::other(format!(
+            "config reload task failed: {join}"
+        )))),
+    }
+}
+
+/// The first few errors, one per line.
+fn summarize(errors: &[ValidationError]) -> String {
+    const SHOWN: usize = 5;
+    let mut out: Vec<String> = errors.iter().take(SHOWN).map(ToString::to_string).collect();
+    if errors.len() > SHOWN {
+        out.push(format!("… and {} more", errors.len() - SHOWN));
+    }
+    out.join("\n")
+}
+
+struct SetInfo {
+    skipped: usize,
+    warnings: Vec<ValidationError>,
+}
+
+/// Load, validate, compile. Errors: every validation error (decode problems included).
+fn compile(
+    sources: &[ConfigSource],
+    loader: &Loader,
+    settings: &Arc<MeshSettings>,
+    user_services: &[UserService],
+    endpoints: &EndpointRegistry,
+    state: &StateRegistry,
+    version: u64,
+) -> Result<(Snapshot, SetInfo), Vec<ValidationError>> {
+    let mut set = ConfigSet::default();
+    for source in sources {
+        set.extend(source.load(loader));
+    }
+    let report = crate::validate::validate(&set);
+    let (errors, mut warnings): (Vec<_>, Vec<_>) =
+        report.problems.into_iter().partition(|p| p.is_error());
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let compiled = Snapshot::compile(&set, settings, user_services, endpoints, state, version);
+    let (errors, compile_warnings): (Vec<_>, Vec<_>) =
+        compiled.warnings.into_iter().partition(|p| p.is_error());
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    warnings.extend(compile_warnings);
+    Ok((
+        compiled.snapshot,
+        SetInfo {
+            skipped: set.skipped.len(),
+            warnings,
+        },
+    ))
+}
+
+/// Builds a [`Mesh`] ([`Mesh::builder`]).
+#[derive(Default)]
+pub struct MeshBuilder {
+    sources: Vec<ConfigSource>,
+    settings: MeshSettings,
+    loader: Option<Loader>,
+    user_services: Vec<UserService>,
+    seed: Option<u64>,
+    connector: Option<Arc<dyn Connect>>,
+    dns_refresh: Option<Duration>,
+}
+
+impl fmt::Debug for MeshBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshBuilder")
+            .field("sources", &self.sources.len())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshBuilder {
+    /// Adds a config file or directory (read recursively).
+    pub fn config_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.sources.push(ConfigSource::Path(path.into()));
+        self
+    }
+
+    /// Adds YAML text; `name` is what error messages give as its file.
+    pub fn config_str(mut self, name: impl Into<String>, yaml: impl Into<String>) -> Self {
+        self.sources.push(ConfigSource::yaml(name, yaml));
+        self
+    }
+
+    /// Adds a config source.
+    pub fn config(mut self, source: ConfigSource) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// This workload's namespace (default `default`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.settings.source.namespace = namespace.into();
+        self
+    }
+
+    /// This workload's labels (for `sourceLabels` matches and DestinationRule
+    /// `workloadSelector`).
+    pub fn labels<K: Into<String>, V: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.settings.source.labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self
+    }
+
+    /// The cluster DNS domain (default `cluster.local`).
+    pub fn cluster_domain(mut self, domain: &str) -> Self {
+        self.settings.cluster_domain = ClusterDomain::new(domain);
+        self
+    }
+
+    /// Istio's root namespace (default `istio-system`).
+    pub fn root_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.settings.root_namespace = namespace.into();
+        self
+    }
+
+    /// Path normalisation before matching (default `BASE`; Istio's stricter
+    /// `MERGE_SLASHES` and `DECODE_AND_MERGE_SLASHES` are available).
+    pub fn path_normalization(mut self, mode: PathNormalization) -> Self {
+        self.settings.path_normalization = mode;
+        self
+    }
+
+    /// What to do with requests to hosts outside the registry (default `ALLOW_ANY`).
+    pub fn outbound_policy(mut self, policy: OutboundPolicy) -> Self {
+        self.settings.outbound_policy = policy;
+        self
+    }
+
+    /// The gateway whose routes apply (default `mesh`; an ingress uses `<ns>/<name>`).
+    pub fn gateway(mut self, gateway: impl Into<String>) -> Self {
+        self.settings.gateway = gateway.into();
+        self
+    }
+
+    /// Limits for parsing config (sizes, depth, aliases).
+    pub fn loader(mut self, loader: Loader) -> Self {
+        self.loader = Some(loader);
+        self
+    }
+
+    /// Declares a service `host` with an HTTP port `port` served by `endpoints` — for
+    /// services that no ServiceEntry describes (a static map). Static endpoints take
+    /// precedence over config endpoints for the same (host, port).
+    pub fn endpoints(
+        mut self,
+        host: impl Into<String>,
+        port: u16,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+    ) -> Self {
+        self.user_services.push(UserService {
+            host: host.into(),
+            port,
+            endpoints: endpoints.into_iter().collect(),
+        });
+        self
+    }
+
+    /// Seeds the dice of weighted routing, so a sequence of requests is reproducible.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The connector upstream connections are made with (default: plaintext TCP). The
+    /// security layer fills this slot with mTLS.
+    pub fn connector(mut self, connector: Arc<dyn Connect>) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// How often ServiceEntry `resolution: DNS` hosts are resolved again (default 30 s).
+    pub fn dns_refresh(mut self, every: Duration) -> Self {
+        self.dns_refresh = Some(every);
+        self
+    }
+
+    /// Loads, validates and compiles the config, and returns the mesh serving version 1.
+    ///
+    /// Errors: the config's validation errors ([`Error::Config`]). Needs a tokio runtime only
+    /// when the config has `resolution: DNS` ServiceEntries (their resolvers are tasks).
+    pub fn build(self) -> Result<Mesh, Error> {
+        let settings = Arc::new(self.settings);
+        let loader = self.loader.unwrap_or_default();
+        let mut endpoints = EndpointRegistry::new();
+        if let Some(every) = self.dns_refresh {
+            endpoints = endpoints.with_dns_refresh(every);
+        }
+        for svc in &self.user_services {
+            endpoints.set_static(&svc.host, svc.port, svc.endpoints.clone());
+        }
+        let state = StateRegistry::new();
+        let (snapshot, _) = compile(
+            &self.sources,
+            &loader,
+            &settings,
+            &self.user_services,
+            &endpoints,
+            &state,
+            1,
+        )
+        .map_err(Error::Config)?;
+        let seed = self.seed.unwrap_or_else(random_seed);
+        let pools = match self.connector {
+            Some(c) => Pools::new(c),
+            None => Pools::default(),
+        };
+        let (events, _) = broadcast::channel(1024);
+        Ok(Mesh {
+            inner: Arc::new(MeshInner {
+                snapshot: ArcSwap::from_pointee(snapshot),
+                settings,
+                endpoints,
+                state,
+                pools,
+                dice: Dice::new(seed),
+                user_services: self.user_services,
+                loader,
+                sources: Mutex::new(self.sources),
+                events,
+            }),
+        })
+    }
+}
+
+/// A seed from the OS, or from the clock if the OS has none to give.
+fn random_seed() -> u64 {
+    use rand::{RngCore, SeedableRng, rngs::SmallRng};
+    match SmallRng::try_from_os_rng() {
+        Ok(mut rng) => rng.next_u64(),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5EED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dice_are_reproducible_and_uniform_enough() {
+        let a = Dice::new(7);
+        let b = Dice::new(7);
+        let xs: Vec<u64> = (0..100).map(|_| a.roll(100)).collect();
+        let ys: Vec<u64> = (0..100).map(|_| b.roll(100)).collect();
+        assert_eq!(xs, ys);
+        assert!(xs.iter().all(|x| *x < 100));
+        let d = Dice::new(1);
+        let n = 100_000;
+        let low = (0..n).filter(|_| d.roll(100) < 80).count();
+        let share = low as f64 / n as f64;
+        assert!((share - 0.8).abs() < 0.01, "share {share}");
+        assert_eq!(d.roll(0), 0);
+        assert_eq!(d.roll(1), 0);
+    }
+}

@@ -1,0 +1,465 @@
+//! [`RouteLayer`]: Istio's HTTP routing as a Tower layer.
+//!
+//! For each request the layer loads the mesh's current [`Snapshot`] once and:
+//!
+//! 1. normalises the path (the mesh's [`PathNormalization`](crate::route::PathNormalization);
+//!    the normalised path is also what goes upstream, as with Envoy), answering 400 for a path
+//!    Envoy rejects;
+//! 2. finds the virtual host of the request's authority (URI authority, else `Host`), as
+//!    Istio's virtual-host domains do for this workload's namespace. An unknown host goes
+//!    straight to the authority under `ALLOW_ANY` (Envoy's passthrough) or is answered 502
+//!    under `REGISTRY_ONLY`;
+//! 3. on a host with VirtualServices, takes the first matching route (none: 404, flag `NR`);
+//!    answers a CORS preflight, a `redirect` or a `directResponse` itself; otherwise picks a
+//!    weighted destination, applies `rewrite` and the request `headers` operations (route
+//!    level, then the destination's), and resolves the destination to a cluster (unknown host
+//!    or subset: 503, flag `NC`). A host without VirtualService goes to its own service;
+//! 4. puts the [`RouteDecision`] into the request's extensions and calls the inner service,
+//!    then applies the response `headers` operations and the CORS response headers.
+//!
+//! Mesh-made answers are responses, as Envoy's are: they carry [`FLAG_HEADER`] and
+//! [`LAYER_HEADER`], and for gRPC callers a trailers-only `grpc-status`. An error of the inner
+//! service is converted the same way ([`Error::to_response`]), so the layer's own error type
+//! is [`Infallible`].
+//!
+//! [`FLAG_HEADER`]: crate::error::FLAG_HEADER
+//! [`LAYER_HEADER`]: crate::error::LAYER_HEADER
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HOST, ORIGIN};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use tower::{Layer, Service};
+
+use crate::body::{self, MeshBody};
+use crate::error::{BoxError, Error, is_grpc_request};
+use crate::mesh::{Mesh, OutboundPolicy};
+use crate::route::action::RouteAction;
+use crate::route::matcher::RequestView;
+use crate::route::normalize::try_normalize_path;
+use crate::route::table::CompiledRoute;
+use crate::snapshot::hosts::split_host_port;
+use crate::snapshot::{Provenance, Snapshot, Target};
+
+/// Where the router sent a request: inserted into the request's extensions for the layers
+/// below it (and readable by users' inner services).
+#[derive(Clone)]
+pub struct RouteDecision {
+    snapshot: Arc<Snapshot>,
+    vhost: Option<Arc<str>>,
+    route: Option<(usize, usize)>,
+    destination: Arc<str>,
+    subset: Option<Arc<str>>,
+    target: Target,
+}
+
+impl fmt::Debug for RouteDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteDecision")
+            .field("version", &self.snapshot.version())
+            .field("vhost", &self.vhost)
+            .field("route", &self.route_name())
+            .field("destination", &self.destination)
+            .field("subset", &self.subset)
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl RouteDecision {
+    /// The snapshot the request was routed with (every layer of this request uses it).
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// The virtual host (service or VirtualService host pattern) the authority resolved to;
+    /// `None` for passthrough to an unknown host.
+    pub fn virtual_host(&self) -> Option<&str> {
+        self.vhost.as_deref()
+    }
+
+    /// The route that matched, when a VirtualService routed the request (`None` for a
+    /// host's default route and for passthrough).
+    pub fn route(&self) -> Option<&CompiledRoute> {
+        let (route, _) = self.route?;
+        let vhost = self.vhost.as_deref()?;
+        self.snapshot
+            .virtual_host(vhost)?
+            .routes()?
+            .routes()
+            .get(route)
+    }
+
+    /// The index of the match block that matched within [`route`](Self::route).
+    pub fn match_index(&self) -> Option<usize> {
+        self.route.map(|(_, m)| m)
+    }
+
+    /// The route's name (`""` for an unnamed route; `None` without a route).
+    pub fn route_name(&self) -> Option<&str> {
+        self.route().map(CompiledRoute::name)
+    }
+
+    /// The VirtualService that defined the route.
+    pub fn provenance(&self) -> Option<&Arc<Provenance>> {
+        self.route().map(CompiledRoute::provenance)
+    }
+
+    /// The destination host (FQDN) the request goes to.
+    pub fn destination(&self) -> &Arc<str> {
+        &self.destination
+    }
+
+    /// The destination subset, if the route named one.
+    pub fn subset(&self) -> Option<&Arc<str>> {
+        self.subset.as_ref()
+    }
+
+    /// The cluster, or the passthrough address.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+}
+
+/// Routes requests by the mesh's VirtualServices ([module docs](self)).
+#[derive(Clone, Debug)]
+pub struct RouteLayer {
+    mesh: Mesh,
+}
+
+impl RouteLayer {
+    /// A layer routing with `mesh`'s current snapshot.
+    pub fn new(mesh: Mesh) -> Self {
+        RouteLayer { mesh }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = RouteService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteService {
+            mesh: self.mesh.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`RouteLayer`].
+#[derive(Clone, Debug)]
+pub struct RouteService<S> {
+    mesh: Mesh,
+    inner: S,
+}
+
+/// The future of [`RouteService`] (boxed).
+pub type RouteFuture = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, Infallible>> + Send>>;
+
+/// What the router does with one request.
+enum Outcome {
+    /// Answer it here.
+    Answer(Response<MeshBody>),
+    /// Send it on, then apply `after` to the response.
+    Forward(Box<RouteDecision>, AfterResponse),
+}
+
+/// Response-side work of a forwarded request.
+struct AfterResponse {
+    /// (route index, destination index) whose response header operations apply.
+    ops: Option<(usize, usize)>,
+    origin: Option<HeaderValue>,
+}
+
+impl<S, B> Service<Request<B>> for RouteService<S>
+where
+    S: Service<Request<B>, Response = Response<MeshBody>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<MeshBody>;
+    type Error = Infallible;
+    type Future = RouteFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // An inner error is answered per request, not here: report ready and let `call` fail.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let snapshot = self.mesh.inner.snapshot.load_full();
+        let grpc = is_grpc_request(req.headers());
+        let (mut parts, body) = req.into_parts();
+        match decide(&self.mesh, &snapshot, &mut parts) {
+            Err(err) => {
+                let resp = answer(&err, grpc);
+                Box::pin(async move { Ok(resp) })
+            }
+            Ok(Outcome::Answer(resp)) => Box::pin(async move { Ok(resp) }),
+            Ok(Outcome::Forward(decision, after)) => {
+                let decision = *decision;
+                parts.extensions.insert(decision.clone());
+                let fut = self.inner.call(Request::from_parts(parts, body));
+                Box::pin(async move {
+                    let mut resp = match fut.await {
+                        Ok(resp) => resp,
+                        Err(err) => answer(&Error::from(err.into()), grpc),
+                    };
+                    finish_response(&decision, &after, &mut resp);
+                    Ok(resp)
+                })
+            }
+        }
+    }
+}
+
+/// A mesh-made answer for `err`.
+pub(crate) fn answer(err: &Error, grpc: bool) -> Response<MeshBody> {
+    err.to_response(grpc).map(body::boxed)
+}
+
+/// Applies the response header operations of the route and the chosen destination, and the
+/// route's CORS response headers.
+fn finish_response(decision: &RouteDecision, after: &AfterResponse, resp: &mut Response<MeshBody>) {
+    let Some(route) = decision.route() else {
+        return;
+    };
+    if let Some((_, dest)) = after.ops {
+        route.headers().apply_response(resp.headers_mut());
+        if let RouteAction::Forward(fwd) = route.action()
+            && let Some(d) = fwd.destinations().get(dest)
+        {
+            d.headers().apply_response(resp.headers_mut());
+        }
+    }
+    if let Some(cors) = route.cors() {
+        cors.apply_response(after.origin.as_ref(), resp.headers_mut());
+    }
+}
+
+/// The request's authority: the URI's, else the `Host` header.
+fn authority_of(parts: &http::request::Parts) -> Option<Cow<'_, str>> {
+    if let Some(a) = parts.uri.authority() {
+        return Some(Cow::Borrowed(a.as_str()));
+    }
+    parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map(Cow::Borrowed)
+}
+
+/// Decides what happens to a request; may rewrite `parts` (path, authority, headers).
+fn decide(
+    mesh: &Mesh,
+    snap: &Arc<Snapshot>,
+    parts: &mut http::request::Parts,
+) -> Result<Outcome, Error> {
+    let settings = snap.settings();
+    let authority = authority_of(parts)
+        .ok_or_else(|| Error::BadRequest {
+            reason: "the request has no authority (no URI authority and no Host header)".into(),
+        })?
+        .into_owned();
+    let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
+    let (host_part, port) = split_host_port(&authority);
+    let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let raw_path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let path = try_normalize_path(&raw_path, settings.path_normalization)
+        .map_err(|e| Error::BadRequest {
+            reason: e.to_string().into(),
+        })?
+        .into_owned();
+
+    let Some(resolved) = snap.resolve(&authority) else {
+        return match settings.outbound_policy {
+            OutboundPolicy::RegistryOnly => Err(Error::RegistryOnly {
+                host: Arc::from(host_part),
+            }),
+            OutboundPolicy::AllowAny => {
+                let host: Arc<str> = Arc::from(host_part);
+                set_uri(parts, &scheme, &authority, &path, query.as_deref())?;
+                Ok(Outcome::Forward(
+                    Box::new(RouteDecision {
+                        snapshot: snap.clone(),
+                        vhost: None,
+                        route: None,
+                        destination: host.clone(),
+                        subset: None,
+                        target: Target::Passthrough { host, port },
+                    }),
+                    AfterResponse {
+                        ops: None,
+                        origin: None,
+                    },
+                ))
+            }
+        };
+    };
+    let vhost = resolved.value;
+    let vhost_name = vhost.host().clone();
+
+    let Some(table) = vhost.routes() else {
+        // Istio's default route: the host's own service.
+        let destination: Arc<str> = if vhost_name.starts_with('*') {
+            Arc::from(host_part.to_ascii_lowercase())
+        } else {
+            vhost_name.clone()
+        };
+        let target = snap.target(&destination, None, None, port)?;
+        set_uri(parts, &scheme, &authority, &path, query.as_deref())?;
+        return Ok(Outcome::Forward(
+            Box::new(RouteDecision {
+                snapshot: snap.clone(),
+                vhost: Some(vhost_name),
+                route: None,
+                destination,
+                subset: None,
+                target,
+            }),
+            AfterResponse {
+                ops: None,
+                origin: None,
+            },
+        ));
+    };
+
+    let view = RequestView {
+        method: &parts.method,
+        scheme: &scheme,
+        authority: &authority,
+        path: &path,
+        query: query.as_deref(),
+        headers: &parts.headers,
+        port,
+        source: Some(&settings.source),
+        gateway: &settings.gateway,
+        claims: None,
+    };
+    let Some(m) = table.select(&view) else {
+        return Err(Error::NoRoute { host: vhost_name });
+    };
+    let route = m.route;
+    let route_index = table
+        .routes()
+        .iter()
+        .position(|r| std::ptr::eq(r, route))
+        .unwrap_or(0);
+    let origin = parts.headers.get(ORIGIN).cloned();
+
+    if let Some(cors) = route.cors()
+        && let Some(mut resp) = cors.preflight(parts)
+    {
+        route.headers().apply_response(resp.headers_mut());
+        return Ok(Outcome::Answer(resp));
+    }
+    let fwd = match route.action() {
+        RouteAction::Redirect(r) => {
+            let mut resp = r.response(&m, parts, port);
+            route.headers().apply_response(resp.headers_mut());
+            return Ok(Outcome::Answer(resp));
+        }
+        RouteAction::DirectResponse(d) => {
+            let mut resp = d.response();
+            route.headers().apply_response(resp.headers_mut());
+            if let Some(cors) = route.cors() {
+                cors.apply_response(origin.as_ref(), resp.headers_mut());
+            }
+            return Ok(Outcome::Answer(resp));
+        }
+        RouteAction::Forward(fwd) => fwd,
+    };
+
+    let dests = fwd.destinations();
+    let roll = mesh.inner.dice.roll(dests.total());
+    let (dest_index, dest) = dests.pick_indexed(roll);
+    let target = snap.target(dest.host(), dest.subset(), dest.port(), port)?;
+
+    // Request headers: route level, then the destination's.
+    route.headers().apply_request(&mut parts.headers);
+    dest.headers().apply_request(&mut parts.headers);
+    // Authority: a route rewrite beats a destination header, which beats a route header.
+    let new_authority = fwd
+        .rewrite()
+        .and_then(|r| r.authority())
+        .or_else(|| dest.headers().authority())
+        .or_else(|| route.headers().authority())
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let new_path = fwd
+        .rewrite()
+        .and_then(|r| r.apply_path(&m, &path, query.as_deref()));
+    let authority = new_authority.unwrap_or(authority);
+    match new_path {
+        Some(pq) => {
+            let (p, q) = match pq.split_once('?') {
+                Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                None => (pq, None),
+            };
+            set_uri(parts, &scheme, &authority, &p, q.as_deref())?;
+        }
+        None => set_uri(parts, &scheme, &authority, &path, query.as_deref())?,
+    }
+    if parts.headers.contains_key(HOST)
+        && let Ok(v) = HeaderValue::from_str(&authority)
+    {
+        parts.headers.insert(HOST, v);
+    }
+
+    Ok(Outcome::Forward(
+        Box::new(RouteDecision {
+            snapshot: snap.clone(),
+            vhost: Some(vhost_name),
+            route: Some((route_index, m.matcher)),
+            destination: dest.host().clone(),
+            subset: dest.subset().cloned(),
+            target,
+        }),
+        AfterResponse {
+            ops: Some((route_index, dest_index)),
+            origin,
+        },
+    ))
+}
+
+/// Sets the request's URI to `scheme://authority/path?query` (absolute form: the connection
+/// layer derives what each HTTP version needs).
+fn set_uri(
+    parts: &mut http::request::Parts,
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(), Error> {
+    let bad = |what: &str| Error::BadRequest {
+        reason: format!("cannot build the upstream URI: invalid {what}").into(),
+    };
+    let pq = match query {
+        Some(q) => Cow::Owned(format!("{path}?{q}")),
+        None => Cow::Borrowed(path),
+    };
+    let pq = if pq.is_empty() {
+        PathAndQuery::from_static("/")
+    } else {
+        PathAndQuery::try_from(pq.as_ref()).map_err(|_| bad("path"))?
+    };
+    let uri = Uri::builder()
+        .scheme(Scheme::try_from(scheme).map_err(|_| bad("scheme"))?)
+        .authority(Authority::try_from(authority).map_err(|_| bad("authority"))?)
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| bad("URI"))?;
+    parts.uri = uri;
+    Ok(())
+}

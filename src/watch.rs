@@ -1,0 +1,107 @@
+//! Reloading on file changes ([`Mesh::watch`](crate::Mesh::watch), feature `watch`).
+//!
+//! A `notify` watcher reports changes under the config paths on its own thread; they go
+//! through a channel to a tokio task that waits until the changes stop for the debounce
+//! interval (editors write a file in several steps, `kubectl`-style tools swap directories),
+//! then reloads once. The task ends when the [`WatchGuard`] is dropped, or when the mesh is.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::mesh::{Mesh, MeshEvent, MeshInner};
+
+/// Keeps a config watch alive; drop it to stop watching.
+#[must_use = "the watch stops when the guard is dropped"]
+pub struct WatchGuard {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for WatchGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchGuard").finish_non_exhaustive()
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(crate) fn watch(
+    mesh: Mesh,
+    paths: Vec<PathBuf>,
+    debounce: Duration,
+) -> Result<WatchGuard, Error> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+        Error::Io(std::io::Error::other(
+            "Mesh::watch must be called within a tokio runtime",
+        ))
+    })?;
+    if paths.is_empty() {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "Mesh::watch: the mesh has no config paths to watch (only YAML strings)",
+        )));
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let msg = match event {
+            Ok(e) if e.kind.is_access() => return,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        // The receiver is gone only when the watch is over.
+        let _ = tx.send(msg);
+    })
+    .map_err(|e| Error::Io(std::io::Error::other(format!("cannot watch config: {e}"))))?;
+    for path in &paths {
+        watcher.watch(path, RecursiveMode::Recursive).map_err(|e| {
+            Error::Io(std::io::Error::other(format!(
+                "cannot watch {}: {e}",
+                path.display()
+            )))
+        })?;
+    }
+    let weak = Arc::downgrade(&mesh.inner);
+    drop(mesh);
+    let task = runtime.spawn(run(weak, rx, debounce));
+    Ok(WatchGuard {
+        _watcher: watcher,
+        task,
+    })
+}
+
+async fn run(
+    mesh: Weak<MeshInner>,
+    mut rx: mpsc::UnboundedReceiver<Result<(), String>>,
+    debounce: Duration,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut errors: Vec<String> = first.err().into_iter().collect();
+        // Debounce: wait until no change arrives for `debounce`.
+        loop {
+            match tokio::time::timeout(debounce, rx.recv()).await {
+                Ok(Some(next)) => errors.extend(next.err()),
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = mesh.upgrade() else { return };
+        let mesh = Mesh { inner };
+        for message in errors {
+            tracing::warn!("tower-mesh config watcher: {message}");
+            mesh.send_event(MeshEvent::WatchError {
+                message: message.into(),
+            });
+        }
+        // Failures are logged and sent as events by reload itself.
+        let _ = mesh.reload().await;
+    }
+}
