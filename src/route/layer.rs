@@ -148,15 +148,29 @@ impl<S> Layer<S> for RouteLayer {
         RouteService {
             mesh: self.mesh.clone(),
             inner,
+            not_ready: None,
         }
     }
 }
 
 /// The service of [`RouteLayer`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RouteService<S> {
     mesh: Mesh,
     inner: S,
+    /// The inner service's `poll_ready` error, answered to the next call (which then does
+    /// not reach the inner service).
+    not_ready: Option<Error>,
+}
+
+impl<S: Clone> Clone for RouteService<S> {
+    fn clone(&self) -> Self {
+        RouteService {
+            mesh: self.mesh.clone(),
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
 }
 
 /// The future of [`RouteService`] (boxed).
@@ -188,16 +202,25 @@ where
     type Future = RouteFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // An inner error is answered per request, not here: report ready and let `call` fail.
+        // An inner error is answered as a response to the next request (this service's
+        // errors are responses), which then does not reach the inner service.
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.not_ready = Some(Error::from(e.into()));
+                Poll::Ready(Ok(()))
+            }
         }
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let snapshot = self.mesh.inner.snapshot.load_full();
         let grpc = is_grpc_request(req.headers());
+        if let Some(err) = self.not_ready.take() {
+            let resp = answer(&err, grpc);
+            return Box::pin(async move { Ok(resp) });
+        }
+        let snapshot = self.mesh.inner.snapshot.load_full();
         let (mut parts, body) = req.into_parts();
         match decide(&self.mesh, &snapshot, &mut parts) {
             Err(err) => {

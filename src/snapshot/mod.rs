@@ -640,3 +640,211 @@ fn upstream_protocol(protocol: Option<Protocol>) -> UpstreamProtocol {
         _ => UpstreamProtocol::Http1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Loader;
+
+    const SERVICE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews.bookinfo.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}, {number: 9090, name: grpc, protocol: GRPC}]
+  endpoints:
+  - {address: 10.0.0.1, labels: {version: v1}}
+  - {address: 10.0.0.2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: ["*.example.com"]
+  resolution: NONE
+  ports: [{number: 80, name: http, protocol: HTTP}]
+"#;
+
+    fn settings(ns: &str, labels: &[(&str, &str)]) -> Arc<MeshSettings> {
+        let mut s = MeshSettings::default();
+        s.source.namespace = ns.to_string();
+        s.source.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Arc::new(s)
+    }
+
+    fn compile_with(yaml: &str, settings: &Arc<MeshSettings>, state: &StateRegistry) -> Snapshot {
+        let set = Loader::new().load_str(yaml);
+        assert!(!set.has_errors(), "{:?}", set.problems);
+        let compiled = Snapshot::compile(&set, settings, &[], &EndpointRegistry::new(), state, 1);
+        assert!(
+            compiled.warnings.iter().all(|w| !w.is_error()),
+            "{:?}",
+            compiled.warnings
+        );
+        compiled.snapshot
+    }
+
+    fn compile(yaml: &str, ns: &str) -> Snapshot {
+        compile_with(yaml, &settings(ns, &[]), &StateRegistry::new())
+    }
+
+    fn host(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    const REVIEWS: &str = "reviews.bookinfo.svc.cluster.local";
+
+    fn subsets_of(snap: &Snapshot) -> Vec<String> {
+        let mut names: Vec<String> = snap
+            .destination_rules()
+            .lookup(REVIEWS)
+            .map(|dr| dr.rule().subsets.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn export_to_semantics() {
+        assert!(exported_to(&[], "a", "b"));
+        assert!(exported_to(&["*".into()], "a", "b"));
+        assert!(exported_to(&[".".into()], "a", "a"));
+        assert!(!exported_to(&[".".into()], "a", "b"));
+        assert!(exported_to(&["b".into()], "a", "b"));
+        assert!(!exported_to(&["~".into()], "a", "a"));
+    }
+
+    #[test]
+    fn targets_resolve_ports_subsets_and_passthrough() {
+        let yaml = format!(
+            "{SERVICE}---\n{}",
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}]
+"#
+        );
+        let snap = compile(&yaml, "bookinfo");
+        let reviews = host(REVIEWS);
+        // Port given by the destination; else the request's when the service has it.
+        let Ok(Target::Cluster(c)) = snap.target(&reviews, None, Some(9090), 80) else {
+            panic!("no cluster for 9090");
+        };
+        assert_eq!(c.key().port, 9090);
+        assert_eq!(
+            c.protocol_for(http::Version::HTTP_11),
+            UpstreamProtocol::Http2
+        );
+        let Ok(Target::Cluster(c)) = snap.target(&reviews, None, None, 9080) else {
+            panic!("no cluster for the request port");
+        };
+        assert_eq!((c.key().port, c.endpoints().load().len()), (9080, 2));
+        // The subset's endpoints only.
+        let v1 = host("v1");
+        let Ok(Target::Cluster(c)) = snap.target(&reviews, Some(&v1), Some(9080), 80) else {
+            panic!("no cluster for subset v1");
+        };
+        let eps = c.endpoints().load();
+        assert_eq!(eps.len(), 1);
+        assert_eq!(eps[0].addr.to_string(), "10.0.0.1:9080");
+        // A subset no DestinationRule defines, an unknown port, an unknown host: NC.
+        let v9 = host("v9");
+        for result in [
+            snap.target(&reviews, Some(&v9), None, 9080),
+            snap.target(&reviews, None, Some(1234), 9080),
+            snap.target(&host("nope.bookinfo.svc.cluster.local"), None, None, 80),
+        ] {
+            assert!(
+                matches!(result, Err(Error::ClusterNotFound { .. })),
+                "{result:?}"
+            );
+        }
+        // resolution NONE / wildcard hosts pass through to the requested host.
+        let Ok(Target::Passthrough { host: h, port }) =
+            snap.target(&host("api.example.com"), None, None, 8080)
+        else {
+            panic!("no passthrough");
+        };
+        assert_eq!((&*h, port), ("api.example.com", 8080));
+    }
+
+    #[test]
+    fn virtual_services_follow_export_to_and_gateways() {
+        let vs = |name: &str, ns: &str, extra: &str| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [reviews.bookinfo.svc.cluster.local]\n{extra}  http:\n  - route:\n    - destination: {{host: reviews.bookinfo.svc.cluster.local}}\n"
+            )
+        };
+        let routes = |yaml: &str, caller: &str| {
+            compile(yaml, caller)
+                .resolve(REVIEWS)
+                .and_then(|r| r.value.routes().map(RouteTable::len))
+        };
+        let private = format!("{SERVICE}{}", vs("r", "bookinfo", "  exportTo: [\".\"]\n"));
+        assert_eq!(routes(&private, "bookinfo"), Some(1));
+        assert_eq!(routes(&private, "default"), None);
+        let gateway_only = format!("{SERVICE}{}", vs("r", "bookinfo", "  gateways: [edge]\n"));
+        assert_eq!(routes(&gateway_only, "bookinfo"), None);
+        let both = format!(
+            "{SERVICE}{}",
+            vs("r", "bookinfo", "  gateways: [edge, mesh]\n")
+        );
+        assert_eq!(routes(&both, "bookinfo"), Some(1));
+    }
+
+    #[test]
+    fn destination_rules_prefer_the_callers_namespace_then_the_services() {
+        let dr = |ns: &str, subset: &str, extra: &str| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r-{subset}, namespace: {ns}}}\nspec:\n  host: reviews.bookinfo.svc.cluster.local\n{extra}  subsets: [{{name: {subset}, labels: {{version: v1}}}}]\n"
+            )
+        };
+        let yaml = format!(
+            "{SERVICE}{}{}{}",
+            dr("istio-system", "root", ""),
+            dr("bookinfo", "service", ""),
+            dr("frontend", "caller", "")
+        );
+        assert_eq!(subsets_of(&compile(&yaml, "frontend")), ["caller"]);
+        assert_eq!(subsets_of(&compile(&yaml, "other")), ["service"]);
+        let root_only = format!("{SERVICE}{}", dr("istio-system", "root", ""));
+        assert_eq!(subsets_of(&compile(&root_only, "other")), ["root"]);
+
+        // A workloadSelector applies only to selected workloads of its own namespace.
+        let selected = format!(
+            "{SERVICE}{}{}",
+            dr("bookinfo", "service", ""),
+            dr(
+                "frontend",
+                "mine",
+                "  workloadSelector: {matchLabels: {app: web}}\n  exportTo: [\".\"]\n"
+            )
+        );
+        let web = settings("frontend", &[("app", "web")]);
+        let snap = compile_with(&selected, &web, &StateRegistry::new());
+        assert_eq!(subsets_of(&snap), ["mine"]);
+        assert_eq!(subsets_of(&compile(&selected, "frontend")), ["service"]);
+    }
+
+    #[test]
+    fn cluster_state_survives_a_recompile_of_the_same_key() {
+        let state = StateRegistry::new();
+        let s = settings("bookinfo", &[]);
+        let key = ClusterKey::new(REVIEWS, None, 9080);
+        let first = compile_with(SERVICE, &s, &state);
+        let a = first.cluster(&key).map(|c| c.state().clone());
+        let second = compile_with(SERVICE, &s, &state);
+        let b = second.cluster(&key).map(|c| c.state().clone());
+        assert!(matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b)));
+        assert!(first.cluster_keys().contains(&key));
+    }
+}
