@@ -6,3 +6,6 @@ mod support;
 
 mod backends;
 mod grpc;
+mod mesh_grpc;
+mod reload;
+mod routing;
