@@ -36,6 +36,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod mesh;
+#[cfg(feature = "metrics")]
+mod metrics;
 pub mod path;
 pub mod pool;
 pub mod registry;

@@ -243,6 +243,8 @@ pub(crate) struct MeshInner {
     /// The sources; the lock also serialises reloads (held only on a blocking thread).
     sources: Mutex<Vec<ConfigSource>>,
     events: broadcast::Sender<MeshEvent>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::MeshMetrics>,
 }
 
 /// The mesh: the current config snapshot, the registries that outlive reloads, and the
@@ -383,6 +385,11 @@ impl Mesh {
                     took_ms = took.as_secs_f64() * 1e3,
                     "tower-mesh config reloaded"
                 );
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &inner.metrics {
+                    m.serving(version, resources);
+                    m.reloaded(true);
+                }
                 let _ = inner.events.send(MeshEvent::Reloaded {
                     version,
                     resources,
@@ -404,6 +411,10 @@ impl Mesh {
                     errors = errors.len(),
                     "tower-mesh config reload refused, version {serving} keeps serving: {message}"
                 );
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &inner.metrics {
+                    m.reloaded(false);
+                }
                 let _ = inner.events.send(MeshEvent::ReloadFailed {
                     serving,
                     message,
@@ -515,6 +526,8 @@ pub struct MeshBuilder {
     seed: Option<u64>,
     connector: Option<Arc<dyn Connect>>,
     dns_refresh: Option<Duration>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::MeshMetrics>,
 }
 
 impl fmt::Debug for MeshBuilder {
@@ -637,6 +650,15 @@ impl MeshBuilder {
         self
     }
 
+    /// Registers the mesh's metrics in a prometheus-client `registry` (feature `metrics`):
+    /// `tower_mesh_config_reloads_total{outcome}`, `tower_mesh_config_version`,
+    /// `tower_mesh_config_resources`. Istio's request metrics come with the telemetry layer.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, registry: &mut prometheus_client::registry::Registry) -> Self {
+        self.metrics = Some(crate::metrics::MeshMetrics::register(registry));
+        self
+    }
+
     /// Loads, validates and compiles the config, and returns the mesh serving version 1.
     ///
     /// Errors: the config's validation errors ([`Error::Config`]). Needs a tokio runtime only
@@ -668,6 +690,10 @@ impl MeshBuilder {
             None => Pools::default(),
         };
         let (events, _) = broadcast::channel(1024);
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &self.metrics {
+            m.serving(1, snapshot.resources());
+        }
         Ok(Mesh {
             inner: Arc::new(MeshInner {
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -680,6 +706,8 @@ impl MeshBuilder {
                 loader,
                 sources: Mutex::new(self.sources),
                 events,
+                #[cfg(feature = "metrics")]
+                metrics: self.metrics,
             }),
         })
     }
@@ -700,6 +728,59 @@ fn random_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: my-app}
+spec:
+  hosts: [my-app.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1}]
+"#;
+
+    #[cfg(feature = "metrics")]
+    #[tokio::test]
+    async fn reloads_are_counted_in_the_registry() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mesh = Mesh::builder()
+            .config_str("se.yaml", SE)
+            .metrics(&mut registry)
+            .build();
+        let Ok(mesh) = mesh else {
+            panic!("valid config refused")
+        };
+        assert!(mesh.reload().await.is_ok());
+        let bad = mesh
+            .reload_from([ConfigSource::yaml("bad.yaml", "kind: [")])
+            .await;
+        assert!(matches!(bad, Err(Error::Config(_))));
+        assert_eq!(mesh.snapshot().version(), 2);
+        let mut text = String::new();
+        assert!(prometheus_client::encoding::text::encode(&mut text, &registry).is_ok());
+        for line in [
+            "tower_mesh_config_version 2",
+            "tower_mesh_config_reloads_total{outcome=\"ok\"} 1",
+            "tower_mesh_config_reloads_total{outcome=\"failed\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_first_config_is_refused_with_its_errors() {
+        let err = Mesh::builder()
+            .config_str("bad.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec: {hosts: [x], http: [{route: [{destination: {host: x}, weight: -1}]}]}\n")
+            .build();
+        let Err(Error::Config(errors)) = err else {
+            panic!("accepted an invalid config: {err:?}")
+        };
+        assert!(
+            errors.iter().any(|e| e.path.contains("weight")),
+            "{errors:?}"
+        );
+    }
 
     #[test]
     fn dice_are_reproducible_and_uniform_enough() {
