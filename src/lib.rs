@@ -41,6 +41,7 @@ mod metrics;
 pub mod path;
 pub mod pool;
 pub mod registry;
+pub mod resilience;
 pub mod route;
 pub mod snapshot;
 pub mod validate;
