@@ -263,3 +263,65 @@ fn echo_parse_reads_the_json_shape() {
     assert_eq!(echo.header("b"), None);
     assert_eq!(echo.body_bytes, 3);
 }
+
+#[tokio::test]
+async fn fail_pattern_fails_the_first_of_each_group() {
+    let b = Backend::start("a", &[]);
+    b.fail_pattern(2, 3, 503);
+    let mut c = h1(&b).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(c.get("/", &[]).await.expect("reply").status.as_u16());
+    }
+    assert_eq!(statuses, [503, 503, 200, 503, 503, 200]);
+    b.fail_pattern(0, 0, 0);
+    assert_eq!(c.get("/", &[]).await.expect("reply").status, 200);
+}
+
+#[tokio::test]
+async fn stalled_requests_wait_until_released_and_in_flight_is_tracked() {
+    let b = Backend::start("a", &[]);
+    b.set_stall(true);
+    let mut c = h2(&b).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let mut c = c.h2_clone().expect("an h2 client");
+        tasks.spawn(async move { c.get("/", &[]).await.map(|r| r.status) });
+    }
+    // Eventually all three are held by the backend.
+    for _ in 0..1000 {
+        if b.in_flight() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(b.in_flight(), 3);
+    assert!(
+        tasks.try_join_next().is_none(),
+        "a stalled request was answered"
+    );
+    b.set_stall(false);
+    while let Some(done) = tasks.join_next().await {
+        assert_eq!(done.expect("task").expect("reply"), 200);
+    }
+    assert_eq!(b.max_in_flight(), 3);
+    assert_eq!(c.get("/", &[]).await.expect("reply").status, 200);
+}
+
+#[tokio::test]
+async fn a_stopped_backend_refuses_connections_until_restarted() {
+    let mut b = Backend::start("a", &[]);
+    b.stop();
+    let mut refused = false;
+    for _ in 0..200 {
+        if Client::http1(b.addr()).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused, "the port still accepts connections after stop");
+    b.restart().await;
+    let reply = h1(&b).await.get("/", &[]).await.expect("reply");
+    assert_eq!((reply.status.as_u16(), reply.backend()), (200, Some("a")));
+}

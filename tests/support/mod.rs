@@ -14,8 +14,14 @@
 //! | `x-backend-status: 503`   | answer with that status (echo handler)                      |
 //! | `x-backend-body-bytes: N` | answer with a body of N bytes `b'x'` instead of the JSON (echo handler) |
 //!
-//! [`Backend::hits`] counts requests (counted on arrival, before any delay or reset) and
-//! [`Backend::connections`] accepted connections. A backend stops when dropped: its accept
+//! Behaviour set on the backend itself (for retry, outlier and circuit-breaker tests):
+//! [`Backend::fail_pattern`] (`fail` of every `every` requests answered with a status),
+//! [`Backend::set_stall`] (requests hang until released), [`Backend::stop`] and
+//! [`Backend::restart`] (the port refuses connections, then serves again).
+//!
+//! [`Backend::hits`] counts requests (counted on arrival, before any delay or reset),
+//! [`Backend::connections`] accepted connections and [`Backend::max_in_flight`] the most
+//! requests it held at once. A backend stops when dropped: its accept
 //! task owns every connection task (a `JoinSet`) and is aborted, so nothing outlives a test.
 //!
 //! ```ignore
@@ -85,6 +91,30 @@ pub enum Protocols {
 struct Counters {
     hits: AtomicUsize,
     connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    /// `(fail, every, status)`: hit `i` (from when the pattern was set) fails when
+    /// `i % every < fail`.
+    fail: std::sync::Mutex<Option<(usize, usize, u16, usize)>>,
+    stall: std::sync::atomic::AtomicBool,
+    unstall: Notify,
+}
+
+/// Decrements the in-flight count when a request is done (or dropped).
+struct InFlight(Arc<Counters>);
+
+impl InFlight {
+    fn enter(c: &Arc<Counters>) -> InFlight {
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(c.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running test server; stops when dropped. See the module docs for its commands.
@@ -94,6 +124,8 @@ pub struct Backend {
     addr: SocketAddr,
     counters: Arc<Counters>,
     task: JoinHandle<()>,
+    protocols: Protocols,
+    handler: Handler,
 }
 
 impl Backend {
@@ -141,7 +173,7 @@ impl Backend {
             listener,
             name.clone(),
             protocols,
-            handler,
+            handler.clone(),
             counters.clone(),
         ));
         Backend {
@@ -150,7 +182,64 @@ impl Backend {
             addr,
             counters,
             task,
+            protocols,
+            handler,
         }
+    }
+
+    /// Kills the backend: the listener and every connection close, so connecting is refused
+    /// until [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        self.task.abort();
+    }
+
+    /// Serves again on the same port after [`stop`](Self::stop). Retries the bind briefly
+    /// (the aborted listener closes asynchronously).
+    pub async fn restart(&mut self) {
+        self.task.abort();
+        let mut last = None;
+        for _ in 0..200 {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => {
+                    self.task = tokio::spawn(accept_loop(
+                        listener,
+                        self.name.clone(),
+                        self.protocols,
+                        self.handler.clone(),
+                        self.counters.clone(),
+                    ));
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("cannot bind {} again: {last:?}", self.addr);
+    }
+
+    /// From now on, `fail` of every `every` requests (the first `fail` of each group) are
+    /// answered `status` without reaching the handler. `every == 0` turns it off.
+    pub fn fail_pattern(&self, fail: usize, every: usize, status: u16) {
+        let mut slot = self.counters.fail.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = (every > 0).then(|| (fail, every, status, self.hits()));
+    }
+
+    /// With `true`, requests hang after arriving until `set_stall(false)`.
+    pub fn set_stall(&self, stall: bool) {
+        self.counters.stall.store(stall, Ordering::SeqCst);
+        if !stall {
+            self.counters.unstall.notify_waiters();
+        }
+    }
+
+    /// The most requests the backend held at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.counters.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests it holds now.
+    pub fn in_flight(&self) -> usize {
+        self.counters.in_flight.load(Ordering::SeqCst)
     }
 
     /// The backend's name, as sent in `x-backend` and the JSON body.
@@ -249,7 +338,28 @@ async fn serve(
                 reset.clone(),
             );
             async move {
-                counters.hits.fetch_add(1, Ordering::SeqCst);
+                let hit = counters.hits.fetch_add(1, Ordering::SeqCst);
+                let _in_flight = InFlight::enter(&counters);
+                let fail = *counters.fail.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((fail, every, status, from)) = fail
+                    && hit >= from
+                    && (hit - from) % every < fail
+                {
+                    let mut resp = text(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                        "failing by pattern",
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&name) {
+                        resp.headers_mut().insert(BACKEND_HEADER, v);
+                    }
+                    return Ok(resp);
+                }
+                if counters.stall.load(Ordering::SeqCst) {
+                    let released = counters.unstall.notified();
+                    if counters.stall.load(Ordering::SeqCst) {
+                        released.await;
+                    }
+                }
                 if let Some(ms) = header(&req, DELAY_CMD).and_then(|v| v.parse::<u64>().ok()) {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
