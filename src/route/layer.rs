@@ -186,8 +186,9 @@ enum Outcome {
 
 /// Response-side work of a forwarded request.
 struct AfterResponse {
-    /// (route index, destination index) whose response header operations apply.
-    ops: Option<(usize, usize)>,
+    /// The index of the chosen destination, whose response header operations apply after
+    /// the route's; `None` when no route forwarded the request.
+    ops: Option<usize>,
     origin: Option<HeaderValue>,
 }
 
@@ -256,7 +257,7 @@ fn finish_response(decision: &RouteDecision, after: &AfterResponse, resp: &mut R
     let Some(route) = decision.route() else {
         return;
     };
-    if let Some((_, dest)) = after.ops {
+    if let Some(dest) = after.ops {
         route.headers().apply_response(resp.headers_mut());
         if let RouteAction::Forward(fwd) = route.action()
             && let Some(d) = fwd.destinations().get(dest)
@@ -282,28 +283,108 @@ fn authority_of(parts: &http::request::Parts) -> Option<Cow<'_, str>> {
         .map(Cow::Borrowed)
 }
 
+/// What [`decide`] found, before `parts` is changed.
+struct Plan<'s> {
+    decision: RouteDecision,
+    /// The route (from the snapshot) and the chosen destination's index, for header ops.
+    route: Option<(&'s CompiledRoute, usize)>,
+    /// A new authority (rewrite or header op).
+    authority: Option<String>,
+    /// A new path-and-query (rewrite), or the normalised path when it differs.
+    path_and_query: Option<String>,
+    origin: Option<HeaderValue>,
+}
+
 /// Decides what happens to a request; may rewrite `parts` (path, authority, headers).
+///
+/// Matching borrows the request as it is (the only allocation on the way is a normalised
+/// path when normalisation changes it); the request is changed afterwards, and its URI is
+/// rebuilt only when something in it changes or it is not absolute yet.
 fn decide(
     mesh: &Mesh,
     snap: &Arc<Snapshot>,
     parts: &mut http::request::Parts,
 ) -> Result<Outcome, Error> {
+    let plan = match plan(mesh, snap, parts)? {
+        Ok(plan) => plan,
+        Err(answer) => return Ok(Outcome::Answer(answer)),
+    };
+    if let Some((route, dest)) = plan.route {
+        route.headers().apply_request(&mut parts.headers);
+        if let RouteAction::Forward(fwd) = route.action()
+            && let Some(d) = fwd.destinations().get(dest)
+        {
+            d.headers().apply_request(&mut parts.headers);
+        }
+    }
+    let absolute = parts.uri.scheme().is_some() && parts.uri.authority().is_some();
+    if plan.authority.is_some() || plan.path_and_query.is_some() || !absolute {
+        let authority = match &plan.authority {
+            Some(a) => Cow::Borrowed(a.as_str()),
+            None => authority_of(parts)
+                .map(|a| Cow::Owned(a.into_owned()))
+                .unwrap_or(Cow::Borrowed("")),
+        };
+        let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
+        let pq = match &plan.path_and_query {
+            Some(pq) => pq.clone(),
+            None => parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+        };
+        set_uri(parts, &scheme, &authority, &pq)?;
+        if plan.authority.is_some()
+            && parts.headers.contains_key(HOST)
+            && let Ok(v) = HeaderValue::from_str(&authority)
+        {
+            parts.headers.insert(HOST, v);
+        }
+    }
+    let ops = plan.route.map(|(_, dest)| dest);
+    Ok(Outcome::Forward(
+        Box::new(plan.decision),
+        AfterResponse {
+            ops,
+            origin: plan.origin,
+        },
+    ))
+}
+
+/// The routing decision for `parts`, or the answer the router gives itself.
+#[allow(clippy::type_complexity)]
+fn plan<'s>(
+    mesh: &Mesh,
+    snap: &'s Arc<Snapshot>,
+    parts: &http::request::Parts,
+) -> Result<Result<Plan<'s>, Response<MeshBody>>, Error> {
     let settings = snap.settings();
-    let authority = authority_of(parts)
-        .ok_or_else(|| Error::BadRequest {
-            reason: "the request has no authority (no URI authority and no Host header)".into(),
-        })?
-        .into_owned();
-    let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
+    let authority = authority_of(parts).ok_or_else(|| Error::BadRequest {
+        reason: "the request has no authority (no URI authority and no Host header)".into(),
+    })?;
+    let scheme = parts.uri.scheme_str().unwrap_or("http");
     let (host_part, port) = split_host_port(&authority);
     let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
-    let raw_path = parts.uri.path().to_string();
-    let query = parts.uri.query().map(str::to_string);
-    let path = try_normalize_path(&raw_path, settings.path_normalization)
-        .map_err(|e| Error::BadRequest {
+    let query = parts.uri.query();
+    let path = try_normalize_path(parts.uri.path(), settings.path_normalization).map_err(|e| {
+        Error::BadRequest {
             reason: e.to_string().into(),
-        })?
-        .into_owned();
+        }
+    })?;
+    let normalized = match &path {
+        Cow::Owned(p) => Some(match query {
+            Some(q) => format!("{p}?{q}"),
+            None => p.clone(),
+        }),
+        Cow::Borrowed(_) => None,
+    };
+    let forward = |decision: RouteDecision| Plan {
+        decision,
+        route: None,
+        authority: None,
+        path_and_query: normalized.clone(),
+        origin: None,
+    };
 
     let Some(resolved) = snap.resolve(&authority) else {
         return match settings.outbound_policy {
@@ -312,21 +393,14 @@ fn decide(
             }),
             OutboundPolicy::AllowAny => {
                 let host: Arc<str> = Arc::from(host_part);
-                set_uri(parts, &scheme, &authority, &path, query.as_deref())?;
-                Ok(Outcome::Forward(
-                    Box::new(RouteDecision {
-                        snapshot: snap.clone(),
-                        vhost: None,
-                        route: None,
-                        destination: host.clone(),
-                        subset: None,
-                        target: Target::Passthrough { host, port },
-                    }),
-                    AfterResponse {
-                        ops: None,
-                        origin: None,
-                    },
-                ))
+                Ok(Ok(forward(RouteDecision {
+                    snapshot: snap.clone(),
+                    vhost: None,
+                    route: None,
+                    destination: host.clone(),
+                    subset: None,
+                    target: Target::Passthrough { host, port },
+                })))
             }
         };
     };
@@ -341,29 +415,22 @@ fn decide(
             vhost_name.clone()
         };
         let target = snap.target(&destination, None, None, port)?;
-        set_uri(parts, &scheme, &authority, &path, query.as_deref())?;
-        return Ok(Outcome::Forward(
-            Box::new(RouteDecision {
-                snapshot: snap.clone(),
-                vhost: Some(vhost_name),
-                route: None,
-                destination,
-                subset: None,
-                target,
-            }),
-            AfterResponse {
-                ops: None,
-                origin: None,
-            },
-        ));
+        return Ok(Ok(forward(RouteDecision {
+            snapshot: snap.clone(),
+            vhost: Some(vhost_name),
+            route: None,
+            destination,
+            subset: None,
+            target,
+        })));
     };
 
     let view = RequestView {
         method: &parts.method,
-        scheme: &scheme,
+        scheme,
         authority: &authority,
         path: &path,
-        query: query.as_deref(),
+        query,
         headers: &parts.headers,
         port,
         source: Some(&settings.source),
@@ -385,13 +452,13 @@ fn decide(
         && let Some(mut resp) = cors.preflight(parts)
     {
         route.headers().apply_response(resp.headers_mut());
-        return Ok(Outcome::Answer(resp));
+        return Ok(Err(resp));
     }
     let fwd = match route.action() {
         RouteAction::Redirect(r) => {
             let mut resp = r.response(&m, parts, port);
             route.headers().apply_response(resp.headers_mut());
-            return Ok(Outcome::Answer(resp));
+            return Ok(Err(resp));
         }
         RouteAction::DirectResponse(d) => {
             let mut resp = d.response();
@@ -399,7 +466,7 @@ fn decide(
             if let Some(cors) = route.cors() {
                 cors.apply_response(origin.as_ref(), resp.headers_mut());
             }
-            return Ok(Outcome::Answer(resp));
+            return Ok(Err(resp));
         }
         RouteAction::Forward(fwd) => fwd,
     };
@@ -409,9 +476,6 @@ fn decide(
     let (dest_index, dest) = dests.pick_indexed(roll);
     let target = snap.target(dest.host(), dest.subset(), dest.port(), port)?;
 
-    // Request headers: route level, then the destination's.
-    route.headers().apply_request(&mut parts.headers);
-    dest.headers().apply_request(&mut parts.headers);
     // Authority: a route rewrite beats a destination header, which beats a route header.
     let new_authority = fwd
         .rewrite()
@@ -420,62 +484,42 @@ fn decide(
         .or_else(|| route.headers().authority())
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let new_path = fwd
+    let new_pq = fwd
         .rewrite()
-        .and_then(|r| r.apply_path(&m, &path, query.as_deref()));
-    let authority = new_authority.unwrap_or(authority);
-    match new_path {
-        Some(pq) => {
-            let (p, q) = match pq.split_once('?') {
-                Some((p, q)) => (p.to_string(), Some(q.to_string())),
-                None => (pq, None),
-            };
-            set_uri(parts, &scheme, &authority, &p, q.as_deref())?;
-        }
-        None => set_uri(parts, &scheme, &authority, &path, query.as_deref())?,
-    }
-    if parts.headers.contains_key(HOST)
-        && let Ok(v) = HeaderValue::from_str(&authority)
-    {
-        parts.headers.insert(HOST, v);
-    }
+        .and_then(|r| r.apply_path(&m, &path, query))
+        .or(normalized);
 
-    Ok(Outcome::Forward(
-        Box::new(RouteDecision {
+    Ok(Ok(Plan {
+        decision: RouteDecision {
             snapshot: snap.clone(),
             vhost: Some(vhost_name),
             route: Some((route_index, m.matcher)),
             destination: dest.host().clone(),
             subset: dest.subset().cloned(),
             target,
-        }),
-        AfterResponse {
-            ops: Some((route_index, dest_index)),
-            origin,
         },
-    ))
+        route: Some((route, dest_index)),
+        authority: new_authority,
+        path_and_query: new_pq,
+        origin,
+    }))
 }
 
-/// Sets the request's URI to `scheme://authority/path?query` (absolute form: the connection
-/// layer derives what each HTTP version needs).
+/// Sets the request's URI to `scheme://authority` + `path_and_query` (absolute form: the
+/// connection layer derives what each HTTP version needs).
 fn set_uri(
     parts: &mut http::request::Parts,
     scheme: &str,
     authority: &str,
-    path: &str,
-    query: Option<&str>,
+    path_and_query: &str,
 ) -> Result<(), Error> {
     let bad = |what: &str| Error::BadRequest {
         reason: format!("cannot build the upstream URI: invalid {what}").into(),
     };
-    let pq = match query {
-        Some(q) => Cow::Owned(format!("{path}?{q}")),
-        None => Cow::Borrowed(path),
-    };
-    let pq = if pq.is_empty() {
+    let pq = if path_and_query.is_empty() {
         PathAndQuery::from_static("/")
     } else {
-        PathAndQuery::try_from(pq.as_ref()).map_err(|_| bad("path"))?
+        PathAndQuery::try_from(path_and_query).map_err(|_| bad("path"))?
     };
     let uri = Uri::builder()
         .scheme(Scheme::try_from(scheme).map_err(|_| bad("scheme"))?)
