@@ -18,7 +18,7 @@ use crate::config::virtual_service::{
     RedirectPortSelection,
 };
 use crate::route::headers::HeaderOps;
-use crate::route::matcher::StringMatcher;
+use crate::route::matcher::{RegexCache, StringMatcher};
 use crate::route::table::{RouteMatch, RouteWarningKind};
 use crate::snapshot::hosts::{ClusterDomain, expand_host, split_host_port};
 
@@ -82,8 +82,20 @@ impl RouteDestination {
         domain: &ClusterDomain,
         warnings: &mut Vec<RouteWarningKind>,
     ) -> Option<Self> {
+        RouteDestination::compile_in(d, namespace, domain, &mut RegexCache::new(), warnings)
+    }
+
+    /// [`compile`](Self::compile) with the host and subset strings shared through `cache`
+    /// (a snapshot holds each distinct host once, however many routes name it).
+    pub fn compile_in(
+        d: &HttpRouteDestination,
+        namespace: &str,
+        domain: &ClusterDomain,
+        cache: &mut RegexCache,
+        warnings: &mut Vec<RouteWarningKind>,
+    ) -> Option<Self> {
         let (host, subset, port) =
-            compile_destination(d.destination.as_ref(), namespace, domain, warnings)?;
+            compile_destination(d.destination.as_ref(), namespace, domain, cache, warnings)?;
         Some(RouteDestination {
             host,
             subset,
@@ -126,6 +138,7 @@ fn compile_destination(
     d: Option<&Destination>,
     namespace: &str,
     domain: &ClusterDomain,
+    cache: &mut RegexCache,
     warnings: &mut Vec<RouteWarningKind>,
 ) -> Option<(Arc<str>, Option<Arc<str>>, Option<u16>)> {
     let Some(d) = d.filter(|d| !d.host.is_empty()) else {
@@ -147,12 +160,13 @@ fn compile_destination(
             }
         },
     };
-    let host = expand_host(&d.host, namespace, domain).to_ascii_lowercase();
+    let mut host = expand_host(&d.host, namespace, domain);
+    host.make_ascii_lowercase();
     Some((
-        host.into(),
+        cache.intern(&host),
         Some(d.subset.as_str())
             .filter(|s| !s.is_empty())
-            .map(Arc::from),
+            .map(|s| cache.intern(s)),
         port,
     ))
 }
@@ -167,10 +181,11 @@ fn compile_destination(
 /// Never empty. A pick is a binary search over cumulative weights: O(log n).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedDestinations {
-    first: Box<RouteDestination>,
-    rest: Box<[RouteDestination]>,
-    /// `cumulative[i]` = the sum of the effective weights of entries `0..=i`.
-    cumulative: Box<[u64]>,
+    first: RouteDestination,
+    /// The effective weight of `first` (its cumulative weight).
+    first_cumulative: u64,
+    /// The other entries, each with the sum of the effective weights up to and including it.
+    rest: Box<[(u64, RouteDestination)]>,
 }
 
 impl WeightedDestinations {
@@ -182,31 +197,30 @@ impl WeightedDestinations {
         }
         let single = dests.len() == 1;
         let mut sum = 0u64;
-        let cumulative = dests
-            .iter()
-            .map(|d| {
-                // A lone destination, or all-zero weights: equal shares.
-                let w = if single || d.weight == 0 {
-                    1
-                } else {
-                    u64::from(d.weight)
-                };
-                sum += w;
-                sum
-            })
-            .collect();
-        let mut iter = dests.into_iter();
-        let first = iter.next()?;
+        let mut cumulative = dests.into_iter().map(|d| {
+            // A lone destination, or all-zero weights: equal shares.
+            let w = if single || d.weight == 0 {
+                1
+            } else {
+                u64::from(d.weight)
+            };
+            sum += w;
+            (sum, d)
+        });
+        let (first_cumulative, first) = cumulative.next()?;
         Some(WeightedDestinations {
-            first: Box::new(first),
-            rest: iter.collect(),
-            cumulative,
+            first,
+            first_cumulative,
+            rest: cumulative.collect(),
         })
     }
 
     /// The sum of the effective weights: a pick takes a `roll` in `0..total()`.
     pub fn total(&self) -> u64 {
-        self.cumulative.last().copied().unwrap_or(1).max(1)
+        self.rest
+            .last()
+            .map_or(self.first_cumulative, |(c, _)| *c)
+            .max(1)
     }
 
     /// The destination for `roll`, uniform in `0..total()`: entry `i` owns the rolls from
@@ -220,10 +234,13 @@ impl WeightedDestinations {
     /// it).
     pub fn pick_indexed(&self, roll: u64) -> (usize, &RouteDestination) {
         let roll = roll.min(self.total() - 1);
-        let i = self.cumulative.partition_point(|c| *c <= roll);
-        match i.checked_sub(1).and_then(|j| self.rest.get(j)) {
+        if roll < self.first_cumulative {
+            return (0, &self.first);
+        }
+        let j = self.rest.partition_point(|(c, _)| *c <= roll);
+        match self.rest.get(j).or_else(|| self.rest.last()) {
             None => (0, &self.first),
-            Some(d) => (i, d),
+            Some((_, d)) => (1 + j.min(self.rest.len() - 1), d),
         }
     }
 
@@ -231,7 +248,7 @@ impl WeightedDestinations {
     pub fn get(&self, index: usize) -> Option<&RouteDestination> {
         match index.checked_sub(1) {
             None => Some(&self.first),
-            Some(j) => self.rest.get(j),
+            Some(j) => self.rest.get(j).map(|(_, d)| d),
         }
     }
 
@@ -245,7 +262,7 @@ impl WeightedDestinations {
 
     /// The destinations, in config order (0-weight ones removed).
     pub fn iter(&self) -> impl Iterator<Item = &RouteDestination> {
-        std::iter::once(&*self.first).chain(self.rest.iter())
+        std::iter::once(&self.first).chain(self.rest.iter().map(|(_, d)| d))
     }
 
     /// The number of destinations (at least 1).
@@ -275,9 +292,10 @@ impl Mirror {
         percentage: Percent,
         namespace: &str,
         domain: &ClusterDomain,
+        cache: &mut RegexCache,
         warnings: &mut Vec<RouteWarningKind>,
     ) -> Option<Self> {
-        let (host, subset, port) = compile_destination(d, namespace, domain, warnings)?;
+        let (host, subset, port) = compile_destination(d, namespace, domain, cache, warnings)?;
         Some(Mirror {
             host,
             subset,

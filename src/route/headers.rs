@@ -25,20 +25,20 @@ use crate::route::table::RouteWarningKind;
 /// The operations of one direction (request or response).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Ops {
-    remove: Vec<HeaderName>,
-    set: Vec<(HeaderName, HeaderValue)>,
-    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Box<[HeaderName]>,
+    set: Box<[(HeaderName, HeaderValue)]>,
+    add: Box<[(HeaderName, HeaderValue)]>,
 }
 
 impl Ops {
     fn apply(&self, headers: &mut HeaderMap) {
-        for name in &self.remove {
+        for name in &*self.remove {
             headers.remove(name);
         }
-        for (name, value) in &self.set {
+        for (name, value) in &*self.set {
             headers.insert(name.clone(), value.clone());
         }
-        for (name, value) in &self.add {
+        for (name, value) in &*self.add {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -53,8 +53,17 @@ impl Ops {
 ///
 /// `add` appends another value to the header (`HeaderMap::append`), which HTTP treats as
 /// the comma-joined value Envoy writes.
+///
+/// The default (and any `headers` that compiles to no operation) holds no allocation: a
+/// snapshot has one per route and one per destination, and most are empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HeaderOps {
+    ops: Option<Box<HeaderOpsInner>>,
+}
+
+/// The operations of a non-empty [`HeaderOps`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct HeaderOpsInner {
     request: Ops,
     response: Ops,
     authority: Option<HeaderValue>,
@@ -71,34 +80,43 @@ impl HeaderOps {
         let mut authority = None;
         let request = compile_ops(headers.request.as_ref(), true, &mut authority, warnings);
         let response = compile_ops(headers.response.as_ref(), false, &mut authority, warnings);
+        let empty = request.is_empty() && response.is_empty() && authority.is_none();
         HeaderOps {
-            request,
-            response,
-            authority,
+            ops: (!empty).then(|| {
+                Box::new(HeaderOpsInner {
+                    request,
+                    response,
+                    authority,
+                })
+            }),
         }
     }
 
     /// Applies `headers.request` (`remove`, then `set`, then `add`) to request headers. The
     /// authority rewrite is not applied here: see [`authority`](Self::authority).
     pub fn apply_request(&self, headers: &mut HeaderMap) {
-        self.request.apply(headers);
+        if let Some(ops) = &self.ops {
+            ops.request.apply(headers);
+        }
     }
 
     /// Applies `headers.response` (`remove`, then `set`, then `add`) to response headers.
     pub fn apply_response(&self, headers: &mut HeaderMap) {
-        self.response.apply(headers);
+        if let Some(ops) = &self.ops {
+            ops.response.apply(headers);
+        }
     }
 
     /// The authority a request `set` / `add` of `host` or `:authority` asks for (Istio
     /// treats it as an authority rewrite; `set` wins over `add`). A route-level
     /// `rewrite.authority` takes precedence over a destination's.
     pub fn authority(&self) -> Option<&HeaderValue> {
-        self.authority.as_ref()
+        self.ops.as_ref().and_then(|ops| ops.authority.as_ref())
     }
 
     /// Whether there is no operation at all.
     pub fn is_empty(&self) -> bool {
-        self.request.is_empty() && self.response.is_empty() && self.authority.is_none()
+        self.ops.is_none()
     }
 }
 
@@ -111,10 +129,10 @@ fn compile_ops(
     let Some(ops) = ops else {
         return Ops::default();
     };
-    let mut out = Ops::default();
+    let (mut remove, mut set, mut add) = (Vec::new(), Vec::new(), Vec::new());
     for name in &ops.remove {
         match header_name(name, warnings) {
-            Some(Target::Header(n)) => out.remove.push(n),
+            Some(Target::Header(n)) => remove.push(n),
             Some(Target::Authority) => warnings.push(RouteWarningKind::InvalidHeader {
                 name: name.clone(),
                 reason: "the authority cannot be removed".into(),
@@ -137,12 +155,16 @@ fn compile_ops(
                     name: name.clone(),
                     reason: "host / :authority can only be set on requests".into(),
                 }),
-                Target::Header(n) if is_set => out.set.push((n, value)),
-                Target::Header(n) => out.add.push((n, value)),
+                Target::Header(n) if is_set => set.push((n, value)),
+                Target::Header(n) => add.push((n, value)),
             }
         }
     }
-    out
+    Ops {
+        remove: remove.into(),
+        set: set.into(),
+        add: add.into(),
+    }
 }
 
 enum Target {

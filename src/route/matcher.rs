@@ -65,7 +65,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -104,11 +104,18 @@ pub enum MatchError {
     },
 }
 
-/// Compiled full-match regexes, shared by pattern: the same pattern anywhere in a snapshot is
-/// compiled once and every matcher holds the same `Arc`.
+/// What a snapshot compile shares between route tables: full-match regexes by pattern (the
+/// same pattern anywhere in a snapshot is compiled once and every matcher holds the same
+/// `Arc`), and interned strings (destination hosts and subsets) and gateway lists, so that
+/// 100,000 routes to a few thousand hosts hold a few thousand host strings and one `[mesh]`.
+///
+/// Pass the same cache to every [`crate::route::RouteTable::compile`] of a snapshot; drop it
+/// afterwards (the compiled tables keep only what they use).
 #[derive(Debug, Clone, Default)]
 pub struct RegexCache {
     compiled: HashMap<String, Arc<Regex>>,
+    strings: HashSet<Arc<str>>,
+    gateways: HashSet<Arc<[String]>>,
 }
 
 impl RegexCache {
@@ -137,12 +144,32 @@ impl RegexCache {
         Ok(re)
     }
 
-    /// How many distinct patterns are compiled.
+    /// The shared copy of `s`: equal strings interned through one cache are one allocation.
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.strings.get(s) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.strings.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// The shared copy of a qualified gateway list (most matchers hold the same `[mesh]`).
+    fn intern_gateways(&mut self, gateways: &[String]) -> Arc<[String]> {
+        if let Some(shared) = self.gateways.get(gateways) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<[String]> = Arc::from(gateways);
+        self.gateways.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// How many distinct regex patterns are compiled (interned strings are not counted).
     pub fn len(&self) -> usize {
         self.compiled.len()
     }
 
-    /// Whether no pattern is compiled yet.
+    /// Whether no regex pattern is compiled yet.
     pub fn is_empty(&self) -> bool {
         self.compiled.is_empty()
     }
@@ -185,14 +212,14 @@ pub enum StringMatcher {
     /// `exact`: the whole value; ASCII case-insensitive when `ignore_case` (`ignoreUriCase`).
     Exact {
         /// The expected value.
-        value: String,
+        value: Box<str>,
         /// Compare ASCII letters case-insensitively.
         ignore_case: bool,
     },
     /// `prefix`: a raw string prefix; ASCII case-insensitive when `ignore_case`.
     Prefix {
         /// The expected prefix.
-        value: String,
+        value: Box<str>,
         /// Compare ASCII letters case-insensitively.
         ignore_case: bool,
     },
@@ -212,11 +239,11 @@ impl StringMatcher {
     ) -> Result<Self, MatchError> {
         Ok(match m {
             StringMatch::Exact(value) => StringMatcher::Exact {
-                value: value.clone(),
+                value: value.as_str().into(),
                 ignore_case,
             },
             StringMatch::Prefix(value) => StringMatcher::Prefix {
-                value: value.clone(),
+                value: value.as_str().into(),
                 ignore_case,
             },
             StringMatch::Regex(pattern) if pattern == "*" => StringMatcher::Present,
@@ -445,7 +472,7 @@ enum HeaderTarget {
     /// A pseudo-header a request never has (`:status`, unknown `:x`).
     Absent,
     /// `@request.auth.claims.a.b` / `@request.auth.claims[a][b]`: a verified JWT claim.
-    Claim(Vec<String>),
+    Claim(Box<[String]>),
 }
 
 /// One compiled `headers` or `withoutHeaders` entry.
@@ -465,7 +492,7 @@ impl HeaderMatcher {
         cache: &mut RegexCache,
     ) -> Result<Option<Self>, MatchError> {
         let target = match claim_path(key) {
-            Some(path) => HeaderTarget::Claim(path),
+            Some(path) => HeaderTarget::Claim(path.into()),
             None => {
                 let name = key.to_ascii_lowercase();
                 match name.as_str() {
@@ -569,7 +596,7 @@ fn header_outcome(m: &StringMatcher, values: GetAll<'_, HeaderValue>) -> Option<
 /// One compiled `queryParams` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct QueryParamMatcher {
-    name: String,
+    name: Box<str>,
     matcher: StringMatcher,
 }
 
@@ -582,26 +609,77 @@ impl QueryParamMatcher {
         let first = query
             .split('&')
             .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-            .find(|(key, _)| *key == self.name);
+            .find(|(key, _)| **key == *self.name);
         first.is_some_and(|(_, value)| self.matcher.matches(value))
     }
 }
 
 /// A compiled `HTTPMatchRequest`: one match block of an HTTP route.
+///
+/// Kept small (a snapshot holds one per match block): the gateway list is shared through the
+/// [`RegexCache`], and the conditions routes rarely use live behind one optional box.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HttpMatcher {
-    name: String,
-    /// Qualified gateway names (never empty).
-    gateways: Vec<String>,
+    name: Box<str>,
+    /// Qualified gateway names (never empty), interned.
+    gateways: Arc<[String]>,
     port: Option<u32>,
-    method: Option<StringMatcher>,
     uri: Option<StringMatcher>,
+    headers: Box<[HeaderMatcher]>,
+    /// `method`, `authority`, `scheme`, `sourceNamespace`, `sourceLabels`, `queryParams`;
+    /// `None` when the block has none of them.
+    rare: Option<Box<RareConditions>>,
+}
+
+/// The conditions of a match block that most routes leave out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+struct RareConditions {
+    method: Option<StringMatcher>,
     authority: Option<StringMatcher>,
     scheme: Option<StringMatcher>,
-    source_namespace: Option<String>,
-    source_labels: Vec<(String, String)>,
-    headers: Vec<HeaderMatcher>,
-    query_params: Vec<QueryParamMatcher>,
+    source_namespace: Option<Box<str>>,
+    source_labels: Box<[(Box<str>, Box<str>)]>,
+    query_params: Box<[QueryParamMatcher]>,
+}
+
+impl RareConditions {
+    fn is_empty(&self) -> bool {
+        self.method.is_none()
+            && self.authority.is_none()
+            && self.scheme.is_none()
+            && self.source_namespace.is_none()
+            && self.source_labels.is_empty()
+            && self.query_params.is_empty()
+    }
+
+    /// The conditions checked before the headers (cheap and selective).
+    fn matches_request_line(&self, req: &RequestView<'_>) -> bool {
+        self.method
+            .as_ref()
+            .is_none_or(|m| m.matches(req.method.as_str()))
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|m| m.matches(req.authority))
+            && self.scheme.as_ref().is_none_or(|m| m.matches(req.scheme))
+            && self.source_matches(req.source)
+    }
+
+    fn source_matches(&self, source: Option<&SourceIdentity>) -> bool {
+        if self.source_namespace.is_none() && self.source_labels.is_empty() {
+            return true;
+        }
+        let Some(source) = source else {
+            return false;
+        };
+        self.source_namespace
+            .as_ref()
+            .is_none_or(|ns| **ns == *source.namespace)
+            && self
+                .source_labels
+                .iter()
+                .all(|(k, v)| source.labels.get(&**k).map(String::as_str) == Some(&**v))
+    }
 }
 
 impl HttpMatcher {
@@ -631,7 +709,7 @@ impl HttpMatcher {
             .iter()
             .map(|(name, sm)| {
                 Ok(QueryParamMatcher {
-                    name: name.clone(),
+                    name: name.as_str().into(),
                     matcher: StringMatcher::compile(sm, false, cache)?,
                 })
             })
@@ -641,39 +719,44 @@ impl HttpMatcher {
         } else {
             &m.gateways
         };
-        Ok(HttpMatcher {
-            name: m.name.clone(),
-            gateways: effective_gateways(gateways, scope.namespace),
-            port: m.port.filter(|p| *p != 0),
+        let rare = RareConditions {
             method: compile(&m.method, false, cache)?,
-            uri: compile(&m.uri, m.ignore_uri_case, cache)?,
             authority: compile(&m.authority, false, cache)?,
             scheme: compile(&m.scheme, false, cache)?,
-            source_namespace: Some(m.source_namespace.clone()).filter(|ns| !ns.is_empty()),
+            source_namespace: Some(m.source_namespace.as_str())
+                .filter(|ns| !ns.is_empty())
+                .map(Box::from),
             source_labels: m
                 .source_labels
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
                 .collect(),
-            headers,
             query_params,
+        };
+        Ok(HttpMatcher {
+            name: m.name.as_str().into(),
+            gateways: effective_gateways(gateways, scope.namespace, cache),
+            port: m.port.filter(|p| *p != 0),
+            uri: compile(&m.uri, m.ignore_uri_case, cache)?,
+            headers: headers.into(),
+            rare: (!rare.is_empty()).then(|| Box::new(rare)),
         })
     }
 
     /// The matcher of a route without `match` blocks: every request on the scope's gateways.
     pub fn catch_all(scope: MatchScope<'_>) -> Self {
+        HttpMatcher::catch_all_in(scope, &mut RegexCache::new())
+    }
+
+    /// [`catch_all`](Self::catch_all) with the gateway list shared through `cache`.
+    pub fn catch_all_in(scope: MatchScope<'_>, cache: &mut RegexCache) -> Self {
         HttpMatcher {
-            name: String::new(),
-            gateways: effective_gateways(scope.gateways, scope.namespace),
+            name: "".into(),
+            gateways: effective_gateways(scope.gateways, scope.namespace, cache),
             port: None,
-            method: None,
             uri: None,
-            authority: None,
-            scheme: None,
-            source_namespace: None,
-            source_labels: Vec::new(),
-            headers: Vec::new(),
-            query_params: Vec::new(),
+            headers: Box::new([]),
+            rare: None,
         }
     }
 
@@ -686,7 +769,7 @@ impl HttpMatcher {
         cache: &mut RegexCache,
     ) -> Result<Vec<Self>, MatchError> {
         if matches.is_empty() {
-            return Ok(vec![HttpMatcher::catch_all(scope)]);
+            return Ok(vec![HttpMatcher::catch_all_in(scope, cache)]);
         }
         matches
             .iter()
@@ -700,35 +783,16 @@ impl HttpMatcher {
         // Cheap, selective checks first.
         self.gateways.iter().any(|g| g == req.gateway)
             && self.port.is_none_or(|p| p == u32::from(req.port))
-            && self
-                .method
-                .as_ref()
-                .is_none_or(|m| m.matches(req.method.as_str()))
             && self.uri.as_ref().is_none_or(|m| m.matches(req.path))
             && self
-                .authority
+                .rare
                 .as_ref()
-                .is_none_or(|m| m.matches(req.authority))
-            && self.scheme.as_ref().is_none_or(|m| m.matches(req.scheme))
-            && self.source_matches(req.source)
+                .is_none_or(|r| r.matches_request_line(req))
             && self.headers.iter().all(|h| h.matches(req))
-            && self.query_params.iter().all(|q| q.matches(req.query))
-    }
-
-    fn source_matches(&self, source: Option<&SourceIdentity>) -> bool {
-        if self.source_namespace.is_none() && self.source_labels.is_empty() {
-            return true;
-        }
-        let Some(source) = source else {
-            return false;
-        };
-        self.source_namespace
-            .as_ref()
-            .is_none_or(|ns| *ns == source.namespace)
             && self
-                .source_labels
-                .iter()
-                .all(|(k, v)| source.labels.get(k) == Some(v))
+                .rare
+                .as_ref()
+                .is_none_or(|r| r.query_params.iter().all(|q| q.matches(req.query)))
     }
 
     /// The block's `name` (empty when unnamed, and for a catch-all).
@@ -750,25 +814,24 @@ impl HttpMatcher {
     /// there): routes after it are never reached.
     pub fn is_catch_all(&self) -> bool {
         self.port.is_none()
-            && self.method.is_none()
             && self.uri.as_ref().is_none_or(|u| match u {
                 StringMatcher::Present => true,
                 StringMatcher::Prefix { value, .. } => value.is_empty(),
                 _ => false,
             })
-            && self.authority.is_none()
-            && self.scheme.is_none()
-            && self.source_namespace.is_none()
-            && self.source_labels.is_empty()
             && self.headers.is_empty()
-            && self.query_params.is_empty()
+            && self.rare.as_ref().is_none_or(|r| r.is_empty())
     }
 }
 
-/// `gateways` qualified, or `[mesh]` when empty.
-fn effective_gateways(gateways: &[String], namespace: &str) -> Vec<String> {
+/// `gateways` qualified, or `[mesh]` when empty; shared through `cache`.
+fn effective_gateways(
+    gateways: &[String],
+    namespace: &str,
+    cache: &mut RegexCache,
+) -> Arc<[String]> {
     if gateways.is_empty() {
-        return vec![MESH_GATEWAY.to_string()];
+        return cache.intern_gateways(&[MESH_GATEWAY.to_string()]);
     }
     let mut out: Vec<String> = Vec::with_capacity(gateways.len());
     for g in gateways {
@@ -777,7 +840,7 @@ fn effective_gateways(gateways: &[String], namespace: &str) -> Vec<String> {
             out.push(g);
         }
     }
-    out
+    cache.intern_gateways(&out)
 }
 
 /// The index of the first matcher that accepts the request (Istio: the first matching block

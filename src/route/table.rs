@@ -239,19 +239,40 @@ impl MatchBlock {
 }
 
 /// A compiled `http[]` route.
+///
+/// A snapshot holds one per route (100,000 in a large mesh), so what most routes leave out
+/// (delegation, CORS, timeout, retries, fault, mirrors) lives behind one optional box.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledRoute {
     name: Box<str>,
     blocks: Box<[MatchBlock]>,
     provenance: Arc<Provenance>,
-    root: Option<Arc<Provenance>>,
     action: RouteAction,
     headers: HeaderOps,
+    /// `None` when the route has none of these.
+    extras: Option<Box<RouteExtras>>,
+}
+
+/// The parts of a route most routes leave out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct RouteExtras {
+    root: Option<Arc<Provenance>>,
     cors: Option<Cors>,
     timeout: Option<Duration>,
     retries: Option<HttpRetry>,
     fault: Option<HttpFaultInjection>,
     mirrors: Box<[Mirror]>,
+}
+
+impl RouteExtras {
+    fn is_empty(&self) -> bool {
+        self.root.is_none()
+            && self.cors.is_none()
+            && self.timeout.is_none()
+            && self.retries.is_none()
+            && self.fault.is_none()
+            && self.mirrors.is_empty()
+    }
 }
 
 impl CompiledRoute {
@@ -278,7 +299,7 @@ impl CompiledRoute {
 
     /// For a delegated route, the root VirtualService that delegated to it.
     pub fn root_provenance(&self) -> Option<&Arc<Provenance>> {
-        self.root.as_ref()
+        self.extras.as_ref()?.root.as_ref()
     }
 
     /// What the route does.
@@ -293,27 +314,27 @@ impl CompiledRoute {
 
     /// `corsPolicy`; absent = no CORS handling.
     pub fn cors(&self) -> Option<&Cors> {
-        self.cors.as_ref()
+        self.extras.as_ref()?.cors.as_ref()
     }
 
     /// `timeout`; `None` = disabled (Istio's default).
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
+        self.extras.as_ref()?.timeout
     }
 
     /// `retries`; `None` = the mesh default retry policy (2 attempts, ISTIO.md §2.9).
     pub fn retries(&self) -> Option<&HttpRetry> {
-        self.retries.as_ref()
+        self.extras.as_ref()?.retries.as_ref()
     }
 
     /// `fault`; `None` = no fault injection.
     pub fn fault(&self) -> Option<&HttpFaultInjection> {
-        self.fault.as_ref()
+        self.extras.as_ref()?.fault.as_ref()
     }
 
     /// `mirror` (+ `mirrorPercentage`, default 100%) or `mirrors[]`; empty = no mirroring.
     pub fn mirrors(&self) -> &[Mirror] {
-        &self.mirrors
+        self.extras.as_ref().map_or(&[], |e| &e.mirrors)
     }
 
     fn first_match(&self, req: &RequestView<'_>) -> Option<usize> {
@@ -345,7 +366,7 @@ impl<'a> RouteMatch<'a> {
 /// The ordered, compiled `http[]` routes of one host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteTable {
-    routes: Vec<CompiledRoute>,
+    routes: Box<[CompiledRoute]>,
     index: Option<SegmentIndex>,
 }
 
@@ -447,7 +468,7 @@ impl RouteTable {
         let index = SegmentIndex::build(&cx.routes);
         (
             RouteTable {
-                routes: cx.routes,
+                routes: cx.routes.into_boxed_slice(),
                 index,
             },
             cx.warnings,
@@ -620,7 +641,7 @@ impl Compiler<'_> {
         if matches.is_empty() {
             return vec![MatchBlock::new(
                 "".into(),
-                Box::new([HttpMatcher::catch_all(scope)]),
+                Box::new([HttpMatcher::catch_all_in(scope, self.cache)]),
             )];
         }
         matches
@@ -690,7 +711,9 @@ impl Compiler<'_> {
             let dests = route
                 .route
                 .iter()
-                .filter_map(|d| RouteDestination::compile(d, namespace, self.domain, kinds))
+                .filter_map(|d| {
+                    RouteDestination::compile_in(d, namespace, self.domain, self.cache, kinds)
+                })
                 .collect();
             let Some(dests) = WeightedDestinations::new(dests) else {
                 kinds.push(RouteWarningKind::NoAction);
@@ -712,7 +735,14 @@ impl Compiler<'_> {
                         .and_then(|p| Percent::new(f64::from(p)))
                 })
                 .unwrap_or(Percent::HUNDRED);
-            mirrors.extend(Mirror::compile(Some(m), pct, namespace, self.domain, kinds));
+            mirrors.extend(Mirror::compile(
+                Some(m),
+                pct,
+                namespace,
+                self.domain,
+                self.cache,
+                kinds,
+            ));
         }
         for m in &route.mirrors {
             let pct = m.percentage.unwrap_or(Percent::HUNDRED);
@@ -721,16 +751,12 @@ impl Compiler<'_> {
                 pct,
                 namespace,
                 self.domain,
+                self.cache,
                 kinds,
             ));
         }
-        Some(CompiledRoute {
-            name: route.name.as_str().into(),
-            blocks: blocks.into(),
-            provenance: Arc::clone(origin.source),
+        let extras = RouteExtras {
             root: origin.root.cloned(),
-            action,
-            headers: HeaderOps::compile(route.headers.as_ref(), kinds),
             cors: route
                 .cors_policy
                 .as_ref()
@@ -739,6 +765,14 @@ impl Compiler<'_> {
             retries: route.retries.clone(),
             fault: route.fault.clone(),
             mirrors: mirrors.into(),
+        };
+        Some(CompiledRoute {
+            name: route.name.as_str().into(),
+            blocks: blocks.into(),
+            provenance: Arc::clone(origin.source),
+            action,
+            headers: HeaderOps::compile(route.headers.as_ref(), kinds),
+            extras: (!extras.is_empty()).then(|| Box::new(extras)),
         })
     }
 }

@@ -744,3 +744,99 @@ fn segment_index_keeps_first_match_order() {
     }
     assert!(checked > 40, "{checked}");
 }
+
+/// A large mesh holds one `CompiledRoute`, `MatchBlock` and `HttpMatcher` per route and one
+/// `RouteDestination` per destination: keep them small (the empty `HeaderOps` of most
+/// routes and destinations is a null pointer).
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn per_route_types_stay_small() {
+    use std::mem::size_of;
+    assert!(
+        size_of::<CompiledRoute>() <= 144,
+        "{}",
+        size_of::<CompiledRoute>()
+    );
+    assert!(size_of::<MatchBlock>() <= 56, "{}", size_of::<MatchBlock>());
+    assert!(
+        size_of::<HttpMatcher>() <= 96,
+        "{}",
+        size_of::<HttpMatcher>()
+    );
+    assert!(
+        size_of::<RouteDestination>() <= 48,
+        "{}",
+        size_of::<RouteDestination>()
+    );
+    assert_eq!(size_of::<HeaderOps>(), size_of::<usize>());
+}
+
+/// Hosts, subsets and gateway lists are shared through the compile cache: within a table
+/// and across the tables of one snapshot.
+#[test]
+fn hosts_subsets_and_gateways_are_shared_through_the_cache() {
+    let set = load(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: default}
+spec:
+  hosts: [a]
+  http:
+  - match: [{uri: {prefix: /x}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: REVIEWS.default.svc.cluster.local, subset: v2}, weight: 50}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b, namespace: default}
+spec:
+  hosts: [b]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+",
+    );
+    let vss: Vec<VsRef<'_>> = set.resources.iter().filter_map(vs_ref).collect();
+    let mut cache = RegexCache::new();
+    let domain = ClusterDomain::default();
+    let mut tables = Vec::new();
+    for vs in &vss {
+        let (table, w) = RouteTable::compile(&[*vs], &|_, _| None, &mut cache, &domain);
+        assert!(w.is_empty(), "{w:?}");
+        tables.push(table);
+    }
+    let dests: Vec<&RouteDestination> = tables
+        .iter()
+        .flat_map(|t| t.routes())
+        .flat_map(|r| match r.action() {
+            RouteAction::Forward(f) => f.destinations().iter().collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(dests.len(), 4);
+    let host = dests[0].host();
+    assert_eq!(&**host, "reviews.default.svc.cluster.local");
+    for d in &dests {
+        assert!(Arc::ptr_eq(d.host(), host), "{d:?}");
+        assert!(d.headers().is_empty());
+    }
+    let v1 = dests[0].subset().expect("v1");
+    assert!(Arc::ptr_eq(dests[1].subset().expect("v1"), v1));
+    assert!(Arc::ptr_eq(dests[3].subset().expect("v1"), v1));
+    assert_eq!(dests[2].subset().map(|s| &**s), Some("v2"));
+
+    let matchers: Vec<&HttpMatcher> = tables
+        .iter()
+        .flat_map(|t| t.routes())
+        .flat_map(|r| r.blocks())
+        .flat_map(|b| b.matchers())
+        .collect();
+    assert_eq!(matchers.len(), 3);
+    for m in &matchers {
+        assert_eq!(m.gateways(), ["mesh"]);
+        assert!(std::ptr::eq(m.gateways(), matchers[0].gateways()));
+    }
+    // Regexes are what `len` counts; interned strings are not.
+    assert!(cache.is_empty());
+}

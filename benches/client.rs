@@ -1,0 +1,331 @@
+//! `MeshClient` against a bare hyper client, on the same loopback server, in the same run.
+//!
+//! One hyper HTTP/1.1 server on `127.0.0.1:0` answers every request with a small fixed body.
+//! Both clients send `REQUESTS` GETs from `CONCURRENCY` tasks (each request's body read to
+//! the end) inside one multi-thread tokio runtime:
+//!
+//! * **bare**: `CONCURRENCY` `hyper::client::conn::http1` connections, one per task, each task
+//!   sending its share back to back on its own connection (the floor: no routing, no pool);
+//! * **mesh**: `Mesh::builder().config_str(..)` with a ServiceEntry for
+//!   `my-app.default.svc.cluster.local` (one STATIC endpoint, the server), a DestinationRule
+//!   with subsets v1 and v2 (both select that endpoint) and the canonical 80/20
+//!   VirtualService; requests to `http://my-app/` through `mesh.client()` with
+//!   `tower::ServiceExt::oneshot`.
+//!
+//! Each is warmed up once (connections opened), then `ROUNDS` alternating rounds are timed;
+//! the table shows the median requests/s of each and the ratio mesh / bare (the issue's
+//! target is ≥ 0.90). A sequential pass (one task, one connection) gives the per-request
+//! latency of each, where the mesh's own overhead is not hidden by concurrency, and splits
+//! the mesh's cost: the endpoint pool alone (`mesh.pools()` → `Pool::send`, the pool the
+//! mesh uses, absolute URI, no routing) and `RouteLayer` alone (over an inner service that
+//! answers at once: no network).
+//!
+//! Run: `cargo bench --bench client`. `CLIENT_BENCH_REQUESTS`, `CLIENT_BENCH_ROUNDS` and
+//! `CLIENT_BENCH_CONCURRENCY` override the defaults.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tower::{Layer, ServiceExt};
+use tower_mesh::body::MeshBody;
+use tower_mesh::pool::{PoolKey, PoolSettings, TlsPolicy, UpstreamProtocol};
+use tower_mesh::{Mesh, RouteLayer};
+
+const BODY: &[u8] = b"hello from my-app\n";
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
+/// The loopback server: HTTP/1.1 keep-alive, `BODY` for every request.
+async fn start_server() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(BODY))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn mesh_config(port: u16) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: my-app, namespace: default}}
+spec:
+  hosts: [my-app.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {{number: 80, name: http, protocol: HTTP}}
+  endpoints:
+  - address: 127.0.0.1
+    ports: {{http: {port}}}
+    labels: {{app: my-app, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: my-app, namespace: default}}
+spec:
+  host: my-app
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{app: my-app}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: my-app, namespace: default}}
+spec:
+  hosts: [my-app]
+  http:
+  - route:
+    - destination: {{host: my-app, subset: v1}}
+      weight: 80
+    - destination: {{host: my-app, subset: v2}}
+      weight: 20
+"#
+    )
+}
+
+/// Splits `total` requests over `tasks`.
+fn shares(total: usize, tasks: usize) -> impl Iterator<Item = usize> {
+    (0..tasks).map(move |i| total / tasks + usize::from(i < total % tasks))
+}
+
+/// Opens `n` bare hyper HTTP/1.1 connections to `addr`.
+async fn bare_connections(addr: SocketAddr, n: usize) -> Vec<SendRequest<Empty<Bytes>>> {
+    let mut senders = Vec::with_capacity(n);
+    for _ in 0..n {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        senders.push(sender);
+    }
+    senders
+}
+
+/// Sends `total` requests over the connections (one task each); returns the elapsed time.
+async fn run_bare(senders: &mut Vec<SendRequest<Empty<Bytes>>>, total: usize) -> Duration {
+    let started = Instant::now();
+    let tasks: Vec<_> = std::mem::take(senders)
+        .into_iter()
+        .zip(shares(total, senders.len().max(1)))
+        .map(|(mut sender, n)| {
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    let req = Request::get("/")
+                        .header(HOST, "my-app")
+                        .body(Empty::<Bytes>::new())
+                        .expect("request");
+                    sender.ready().await.expect("ready");
+                    let resp = sender.send_request(req).await.expect("response");
+                    assert!(resp.status().is_success());
+                    let body = resp.into_body().collect().await.expect("body");
+                    assert_eq!(body.to_bytes().len(), BODY.len());
+                }
+                sender
+            })
+        })
+        .collect();
+    for t in tasks {
+        senders.push(t.await.expect("bare task"));
+    }
+    started.elapsed()
+}
+
+/// Sends `total` requests to `http://my-app/` through the mesh from `tasks` tasks.
+async fn run_mesh(mesh: &Mesh, total: usize, tasks: usize) -> Duration {
+    let started = Instant::now();
+    let handles: Vec<_> = shares(total, tasks)
+        .map(|n| {
+            let client = mesh.client();
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    let req = Request::get("http://my-app/")
+                        .body(Empty::<Bytes>::new())
+                        .expect("request");
+                    let resp = client.clone().oneshot(req).await.expect("infallible");
+                    assert!(resp.status().is_success(), "{:?}", resp.status());
+                    let body = resp.into_body().collect().await.expect("body");
+                    assert_eq!(body.to_bytes().len(), BODY.len());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("mesh task");
+    }
+    started.elapsed()
+}
+
+/// Sends `total` requests one at a time, from a spawned task (as the other runs do), straight
+/// to the mesh's pool for `addr`.
+async fn run_pool(mesh: &Mesh, addr: SocketAddr, total: usize) -> Duration {
+    let key = PoolKey {
+        addr,
+        tls: TlsPolicy::Plaintext,
+        protocol: UpstreamProtocol::Http1,
+    };
+    let mesh = mesh.clone();
+    let started = Instant::now();
+    tokio::spawn(async move {
+        for _ in 0..total {
+            let pool = mesh.pools().get(&key, &PoolSettings::default());
+            let req = Request::get("http://my-app/")
+                .body(tower_mesh::body::empty())
+                .expect("request");
+            let resp = pool.send(req).await.expect("pool send");
+            assert!(resp.status().is_success());
+            let body = resp.into_body().collect().await.expect("body");
+            assert_eq!(body.to_bytes().len(), BODY.len());
+        }
+    })
+    .await
+    .expect("pool task");
+    started.elapsed()
+}
+
+async fn answer(_req: Request<MeshBody>) -> Result<Response<MeshBody>, Infallible> {
+    Ok(Response::new(tower_mesh::body::empty()))
+}
+
+/// `RouteLayer` alone (`routed`), or the inner service without it: `total` requests to
+/// `http://my-app/` answered at once by the inner service. CPU only: nothing waits, so it
+/// runs on the bench's own thread.
+async fn run_route_only(mesh: &Mesh, total: usize, routed: bool) -> Duration {
+    let routed = routed.then(|| RouteLayer::new(mesh.clone()).layer(tower::service_fn(answer)));
+    let started = Instant::now();
+    for _ in 0..total {
+        let req = Request::get("http://my-app/")
+            .body(tower_mesh::body::empty())
+            .expect("request");
+        let resp = match &routed {
+            Some(svc) => svc.clone().oneshot(req).await.expect("infallible"),
+            None => tower::service_fn(answer)
+                .oneshot(req)
+                .await
+                .expect("infallible"),
+        };
+        assert!(resp.status().is_success());
+    }
+    started.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn main() {
+    let requests = env_or("CLIENT_BENCH_REQUESTS", 20_000);
+    let rounds = env_or("CLIENT_BENCH_ROUNDS", 5);
+    let concurrency = env_or("CLIENT_BENCH_CONCURRENCY", 16);
+    let workers = env_or(
+        "CLIENT_BENCH_WORKERS",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers);
+    let runtime = builder.enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let addr = start_server().await.expect("server");
+        let mesh = Mesh::builder()
+            .namespace("default")
+            .config_str("my-app.yaml", mesh_config(addr.port()))
+            .build()
+            .expect("mesh");
+
+        println!(
+            "client: {requests} GETs per round, {concurrency} concurrent tasks, {rounds} \
+             alternating rounds, {workers} runtime workers, {} CPUs (loopback server {addr})",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let mut bare = bare_connections(addr, concurrency).await;
+        // Warm-up: connections open, allocator and caches warm.
+        run_bare(&mut bare, requests / 10).await;
+        run_mesh(&mesh, requests / 10, concurrency).await;
+
+        let (mut bare_rps, mut mesh_rps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            let b = requests as f64 / run_bare(&mut bare, requests).await.as_secs_f64();
+            let m = requests as f64 / run_mesh(&mesh, requests, concurrency).await.as_secs_f64();
+            println!(
+                "  round {round}: bare {b:>9.0} req/s   mesh {m:>9.0} req/s   ratio {:.3}",
+                m / b
+            );
+            bare_rps.push(b);
+            mesh_rps.push(m);
+            ratios.push(m / b);
+        }
+        let (b, m) = (median(bare_rps), median(mesh_rps));
+        println!();
+        println!("  | client, {concurrency:>2} concurrent tasks     | req/s (median) |");
+        println!("  |--------------------------------|----------------|");
+        println!("  | bare hyper http1 connections   | {b:>14.0} |");
+        println!("  | MeshClient (80/20 VS, DR, SE)  | {m:>14.0} |");
+        println!(
+            "  | ratio mesh / bare              | {:>14.3} |  (median of per-round ratios {:.3}; target >= 0.90)",
+            m / b,
+            median(ratios)
+        );
+
+        // Sequential: one request at a time on one connection, per-request latency.
+        let seq = (requests / 4).max(1);
+        let mut one = bare_connections(addr, 1).await;
+        run_bare(&mut one, seq / 10).await;
+        run_pool(&mesh, addr, seq / 10).await;
+        run_route_only(&mesh, seq / 10, true).await;
+        let per_req = |d: Duration| d.as_secs_f64() * 1e6 / seq as f64;
+        let (mut bare_us, mut mesh_us, mut pool_us, mut route_us, mut noop_us) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            bare_us.push(per_req(run_bare(&mut one, seq).await));
+            mesh_us.push(per_req(run_mesh(&mesh, seq, 1).await));
+            pool_us.push(per_req(run_pool(&mesh, addr, seq).await));
+            route_us.push(per_req(run_route_only(&mesh, seq, true).await));
+            noop_us.push(per_req(run_route_only(&mesh, seq, false).await));
+        }
+        let (b, m) = (median(bare_us), median(mesh_us));
+        let (p, r, n) = (median(pool_us), median(route_us), median(noop_us));
+        println!();
+        println!("  sequential (1 task, {seq} GETs/round), median µs per request:");
+        println!("    bare hyper connection              {b:>6.2}");
+        println!("    mesh pool only (Pool::send)        {p:>6.2}   (+{:.2} over bare)", p - b);
+        println!("    MeshClient                         {m:>6.2}   (+{:.2} over bare; ratio {:.3})", m - b, b / m);
+        println!(
+            "    RouteLayer alone (no network)      {r:>6.2}   (+{:.2} over its inner service alone)",
+            r - n
+        );
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
