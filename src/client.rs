@@ -105,7 +105,11 @@ impl Service<Request<MeshBody>> for Upstream {
     }
 
     fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
-        let Some(decision) = req.extensions().get::<RouteDecision>().cloned() else {
+        let Some(target) = req
+            .extensions()
+            .get::<RouteDecision>()
+            .map(|d| d.target().clone())
+        else {
             return Box::pin(async {
                 Err(Error::Other(
                     "Upstream needs a RouteDecision in the request extensions: put RouteLayer in front of it"
@@ -114,7 +118,7 @@ impl Service<Request<MeshBody>> for Upstream {
             });
         };
         let pools = self.mesh.pools().clone();
-        match decision.target() {
+        match &target {
             Target::Cluster(cluster) => {
                 let endpoints = cluster.endpoints().load();
                 let n = endpoints.len();

@@ -254,16 +254,17 @@ pub(crate) fn answer(err: &Error, grpc: bool) -> Response<MeshBody> {
 /// Applies the response header operations of the route and the chosen destination, and the
 /// route's CORS response headers.
 fn finish_response(decision: &RouteDecision, after: &AfterResponse, resp: &mut Response<MeshBody>) {
+    let Some(dest) = after.ops else {
+        return;
+    };
     let Some(route) = decision.route() else {
         return;
     };
-    if let Some(dest) = after.ops {
-        route.headers().apply_response(resp.headers_mut());
-        if let RouteAction::Forward(fwd) = route.action()
-            && let Some(d) = fwd.destinations().get(dest)
-        {
-            d.headers().apply_response(resp.headers_mut());
-        }
+    route.headers().apply_response(resp.headers_mut());
+    if let RouteAction::Forward(fwd) = route.action()
+        && let Some(d) = fwd.destinations().get(dest)
+    {
+        d.headers().apply_response(resp.headers_mut());
     }
     if let Some(cors) = route.cors() {
         cors.apply_response(after.origin.as_ref(), resp.headers_mut());
@@ -293,6 +294,8 @@ struct Plan<'s> {
     /// A new path-and-query (rewrite), or the normalised path when it differs.
     path_and_query: Option<String>,
     origin: Option<HeaderValue>,
+    /// Whether the response needs header operations or CORS headers.
+    after_response: bool,
 }
 
 /// Decides what happens to a request; may rewrite `parts` (path, authority, headers).
@@ -341,7 +344,10 @@ fn decide(
             parts.headers.insert(HOST, v);
         }
     }
-    let ops = plan.route.map(|(_, dest)| dest);
+    let ops = plan
+        .route
+        .filter(|_| plan.after_response)
+        .map(|(_, dest)| dest);
     Ok(Outcome::Forward(
         Box::new(plan.decision),
         AfterResponse {
@@ -384,6 +390,7 @@ fn plan<'s>(
         authority: None,
         path_and_query: normalized.clone(),
         origin: None,
+        after_response: false,
     };
 
     let Some(resolved) = snap.resolve(&authority) else {
@@ -502,6 +509,9 @@ fn plan<'s>(
         authority: new_authority,
         path_and_query: new_pq,
         origin,
+        after_response: !route.headers().is_empty()
+            || !dest.headers().is_empty()
+            || route.cors().is_some(),
     }))
 }
 
