@@ -526,9 +526,14 @@ pub struct MeshBuilder {
     seed: Option<u64>,
     connector: Option<Arc<dyn Connect>>,
     dns_refresh: Option<Duration>,
+    discovers: Vec<DiscoverStart>,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::MeshMetrics>,
 }
+
+/// Starts a `Discover` stream feeding the registry (deferred until `build`).
+type DiscoverStart =
+    Box<dyn FnOnce(&EndpointRegistry) -> Result<(), crate::registry::RegistryError> + Send>;
 
 impl fmt::Debug for MeshBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -616,7 +621,9 @@ impl MeshBuilder {
 
     /// Declares a service `host` with an HTTP port `port` served by `endpoints` — for
     /// services that no ServiceEntry describes (a static map). Static endpoints take
-    /// precedence over config endpoints for the same (host, port).
+    /// precedence over config endpoints for the same (host, port). An empty list declares
+    /// the service without endpoints (its requests get 503 `UH` until some are set through
+    /// [`Mesh::endpoints`]).
     pub fn endpoints(
         mut self,
         host: impl Into<String>,
@@ -628,6 +635,29 @@ impl MeshBuilder {
             port,
             endpoints: endpoints.into_iter().collect(),
         });
+        self
+    }
+
+    /// Declares a service `host` with an HTTP port `port` whose endpoints come from a
+    /// `tower::discover::Discover` stream of [`Endpoint`]s (inserts and removals apply as
+    /// they arrive; a stream that ends keeps its last set). The stream is driven by a task:
+    /// [`build`](Self::build) must then run inside a tokio runtime.
+    pub fn discover<D>(mut self, host: impl Into<String>, port: u16, discover: D) -> Self
+    where
+        D: tower::discover::Discover<Service = Endpoint> + Send + 'static,
+        D::Key: Eq + Send + 'static,
+        D::Error: Into<crate::error::BoxError> + Send,
+    {
+        let host = host.into();
+        self.user_services.push(UserService {
+            host: host.clone(),
+            port,
+            endpoints: Vec::new(),
+        });
+        self.discovers
+            .push(Box::new(move |registry: &EndpointRegistry| {
+                registry.discover(&host, port, discover)
+            }));
         self
     }
 
@@ -671,7 +701,12 @@ impl MeshBuilder {
             endpoints = endpoints.with_dns_refresh(every);
         }
         for svc in &self.user_services {
-            endpoints.set_static(&svc.host, svc.port, svc.endpoints.clone());
+            if !svc.endpoints.is_empty() {
+                endpoints.set_static(&svc.host, svc.port, svc.endpoints.clone());
+            }
+        }
+        for start in self.discovers {
+            start(&endpoints).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         }
         let state = StateRegistry::new();
         let (snapshot, _) = compile(

@@ -7,5 +7,6 @@ mod support;
 mod backends;
 mod grpc;
 mod mesh_grpc;
+mod registry;
 mod reload;
 mod routing;
