@@ -7,3 +7,4 @@
 //! [`RouteDecision`](crate::route::RouteDecision); per-destination state lives in the
 //! [`ClusterState`](crate::snapshot::ClusterState) and survives reloads.
 pub mod circuit;
+pub mod outlier;
