@@ -8,3 +8,5 @@
 //! [`ClusterState`](crate::snapshot::ClusterState) and survives reloads.
 pub mod fault;
 pub mod mirror;
+pub mod circuit;
+pub mod outlier;
