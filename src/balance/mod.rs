@@ -208,6 +208,8 @@ pub struct HashPolicy {
     /// The table: ring (`ringHash.minimumRingSize`, or the deprecated top-level
     /// `minimumRingSize`; default 1024) or Maglev (`maglev.tableSize`, default 65537).
     table: TableSpec,
+    /// `httpHeaderName`, parsed once (`None`: not a valid header name, never present).
+    header: Option<http::HeaderName>,
 }
 
 impl HashPolicy {
@@ -222,9 +224,14 @@ impl HashPolicy {
             }
             None => TableSpec::Ring(or(c.minimum_ring_size, DEFAULT_MIN_RING_SIZE)),
         };
+        let header = match &c.hash_key {
+            Some(HashKey::HttpHeaderName(name)) => http::HeaderName::try_from(name.as_str()).ok(),
+            _ => None,
+        };
         HashPolicy {
             key: c.hash_key.clone(),
             table,
+            header,
         }
     }
 
@@ -238,11 +245,11 @@ impl HashPolicy {
         let h = |bytes: &[u8]| Some(hash::hash64(0, bytes));
         match &self.key {
             None | Some(HashKey::UseSourceIp(false)) => (None, None),
-            Some(HashKey::HttpHeaderName(name)) => {
-                let Some(headers) = ctx.headers else {
+            Some(HashKey::HttpHeaderName(_)) => {
+                let (Some(headers), Some(name)) = (ctx.headers, &self.header) else {
                     return (None, None);
                 };
-                let mut values = headers.get_all(name.as_str()).iter();
+                let mut values = headers.get_all(name).iter();
                 match (values.next(), values.next()) {
                     (None, _) => (None, None),
                     (Some(v), None) => (h(v.as_bytes()), None),
@@ -468,14 +475,16 @@ impl Balancer {
         if endpoints.is_empty() {
             return Pick::None;
         }
-        let topo = state.topology(endpoints, &self.key, ctx.now);
+        let topo_ref = state.topology(endpoints, &self.key, ctx.now);
+        let Some(topo) = topo_ref.get() else {
+            return Pick::None;
+        };
         let (hash, set_cookie) = match &self.algorithm {
             Algorithm::ConsistentHash(h) => h.hash(state, ctx),
             _ => (None, None),
         };
         let addr = |i: usize| topo.endpoints.get(i).map(|e| &e.addr);
-        let ejected =
-            |i: usize| !ctx.panic && ctx.ejected.is_some_and(|f| addr(i).is_some_and(f));
+        let ejected = |i: usize| !ctx.panic && ctx.ejected.is_some_and(|f| addr(i).is_some_and(f));
         let level = match &topo.locality {
             None => None,
             Some(view) => match view.choose_level(|i| !ejected(i), state.below(100)) {
@@ -487,12 +496,11 @@ impl Balancer {
             !ejected(i)
                 && level.is_none_or(|(view, l)| view.priority.get(i).copied().flatten() == Some(l))
         };
-        let fresh =
-            |i: usize| allowed(i) && !ctx.avoid.is_some_and(|f| addr(i).is_some_and(f));
-        let choice = self.choose(state, &topo, ctx, hash, &fresh).or_else(|| {
+        let fresh = |i: usize| allowed(i) && !ctx.avoid.is_some_and(|f| addr(i).is_some_and(f));
+        let choice = self.choose(state, topo, ctx, hash, &fresh).or_else(|| {
             ctx.avoid
                 .is_some()
-                .then(|| self.choose(state, &topo, ctx, hash, &allowed))
+                .then(|| self.choose(state, topo, ctx, hash, &allowed))
                 .flatten()
         });
         match choice {

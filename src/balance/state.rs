@@ -308,24 +308,43 @@ impl LbState {
         ((u128::from(self.random()) * u128::from(n)) >> 64) as u64
     }
 
-    /// The topology of `endpoints` under `key`: the cached one, or a new one built from it
-    /// (carrying in-flight counters and join times over by address).
+    /// The topology of `endpoints` under `key`: the cached one (borrowed through an
+    /// `arc-swap` guard, no reference-count traffic), or a new one built from it (carrying
+    /// in-flight counters and join times over by address) and cached.
     pub(crate) fn topology(
         &self,
         endpoints: &Arc<[Endpoint]>,
         key: &TopologyKey,
         now: Instant,
-    ) -> Arc<Topology> {
-        let cur = self.topology.load_full();
-        if let Some(t) = &cur
-            && Arc::ptr_eq(&t.endpoints, endpoints)
-            && t.key.same(key)
+    ) -> TopologyRef {
+        let cur = self.topology.load();
+        if cur
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(&t.endpoints, endpoints) && t.key.same(key))
         {
-            return t.clone();
+            return TopologyRef::Cached(cur);
         }
         let built = Arc::new(Topology::build(endpoints, key.clone(), cur.as_deref(), now));
         self.topology.store(Some(built.clone()));
-        built
+        TopologyRef::Built(built)
+    }
+}
+
+/// A [`Topology`] in use by a pick.
+pub(crate) enum TopologyRef {
+    /// The cached one (always `Some`: checked by [`LbState::topology`]).
+    Cached(arc_swap::Guard<Option<Arc<Topology>>>),
+    /// One just built.
+    Built(Arc<Topology>),
+}
+
+impl TopologyRef {
+    /// The topology.
+    pub(crate) fn get(&self) -> Option<&Topology> {
+        match self {
+            TopologyRef::Cached(g) => g.as_deref(),
+            TopologyRef::Built(t) => Some(t),
+        }
     }
 }
 
