@@ -1,0 +1,376 @@
+//! [`LbState`]: the per-destination load-balancing state that survives reloads.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+
+use super::hash::{Maglev, Ring, mix64};
+use super::locality::{LocalityPlan, LocalityView};
+use crate::registry::Endpoint;
+
+/// Which consistent-hash table a balancer needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TableSpec {
+    /// A ring of at least this many entries.
+    Ring(u64),
+    /// A Maglev table of this many slots.
+    Maglev(u64),
+}
+
+/// What the cached [`Topology`] depends on besides the endpoint set.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TopologyKey {
+    pub(crate) table: Option<TableSpec>,
+    pub(crate) locality: Option<Arc<LocalityPlan>>,
+}
+
+impl TopologyKey {
+    fn same(&self, other: &TopologyKey) -> bool {
+        self.table == other.table
+            && match (&self.locality, &other.locality) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            }
+    }
+}
+
+/// A consistent-hash table.
+#[derive(Debug)]
+pub(crate) enum Table {
+    Ring(Ring),
+    Maglev(Maglev),
+}
+
+/// The round-robin schedule of one endpoint set with its static weights.
+#[derive(Debug)]
+pub(crate) enum Schedule {
+    /// Equal weights: slot `c` is endpoint `c mod n`.
+    Uniform,
+    /// One cycle of Envoy-style EDF over the weights (each endpoint appears `weight` times,
+    /// interleaved), when the weights sum to at most 2^16.
+    Sequence(Vec<u32>),
+    /// Large weight sums: slot `c` is the endpoint at the golden-ratio point of the cumulative
+    /// weights (well spread, weighted, deterministic).
+    Spread,
+}
+
+/// Everything derived from one endpoint set (and the balancer's table and locality), cached in
+/// [`LbState`] and rebuilt only when the `Arc<[Endpoint]>` or those settings change.
+#[derive(Debug)]
+pub(crate) struct Topology {
+    pub(crate) endpoints: Arc<[Endpoint]>,
+    pub(crate) key: TopologyKey,
+    pub(crate) index: HashMap<SocketAddr, usize>,
+    pub(crate) in_flight: Vec<Arc<AtomicU32>>,
+    /// When each endpoint joined; `None` for endpoints of the first set the state saw (they
+    /// were there before us: no slow start).
+    pub(crate) first_seen: Vec<Option<Instant>>,
+    /// The latest of `first_seen`.
+    pub(crate) newest: Option<Instant>,
+    /// Cumulative weights (`cumulative[i]` = sum of weights of endpoints `0..=i`).
+    pub(crate) cumulative: Vec<u64>,
+    pub(crate) uniform: bool,
+    pub(crate) schedule: Schedule,
+    pub(crate) table: Option<Table>,
+    pub(crate) locality: Option<LocalityView>,
+}
+
+const MAX_SEQUENCE: u64 = 1 << 16;
+
+impl Topology {
+    fn build(
+        endpoints: &Arc<[Endpoint]>,
+        key: TopologyKey,
+        prev: Option<&Topology>,
+        now: Instant,
+    ) -> Topology {
+        let n = endpoints.len();
+        let mut index = HashMap::with_capacity(n);
+        let mut in_flight = Vec::with_capacity(n);
+        let mut first_seen = Vec::with_capacity(n);
+        for (i, ep) in endpoints.iter().enumerate() {
+            index.entry(ep.addr).or_insert(i);
+            let old = prev.and_then(|p| p.index.get(&ep.addr).map(|j| (p, *j)));
+            in_flight.push(
+                old.and_then(|(p, j)| p.in_flight.get(j).cloned())
+                    .unwrap_or_default(),
+            );
+            first_seen.push(match (prev, old) {
+                (None, _) => None,
+                (Some(_), Some((p, j))) => p.first_seen.get(j).copied().flatten(),
+                (Some(_), None) => Some(now),
+            });
+        }
+        let newest = first_seen.iter().flatten().max().copied();
+        let mut cumulative = Vec::with_capacity(n);
+        let mut sum = 0u64;
+        for ep in endpoints.iter() {
+            sum += u64::from(ep.weight.max(1));
+            cumulative.push(sum);
+        }
+        let first_w = endpoints.first().map(|e| e.weight.max(1));
+        let uniform = endpoints.iter().all(|e| Some(e.weight.max(1)) == first_w);
+        let schedule = if uniform {
+            Schedule::Uniform
+        } else if sum <= MAX_SEQUENCE {
+            Schedule::Sequence(edf_sequence(endpoints))
+        } else {
+            Schedule::Spread
+        };
+        let table = key.table.map(|t| match t {
+            TableSpec::Ring(min) => Table::Ring(Ring::build(endpoints, min)),
+            TableSpec::Maglev(size) => Table::Maglev(Maglev::build(endpoints, size)),
+        });
+        let locality = key.locality.as_ref().map(|plan| plan.view(endpoints));
+        Topology {
+            endpoints: endpoints.clone(),
+            key,
+            index,
+            in_flight,
+            first_seen,
+            newest,
+            cumulative,
+            uniform,
+            schedule,
+            table,
+            locality,
+        }
+    }
+
+    /// Total static weight.
+    pub(crate) fn total_weight(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    /// The endpoint at cumulative-weight point `r` (`0..total_weight`).
+    pub(crate) fn at_weight(&self, r: u64) -> usize {
+        self.cumulative.partition_point(|c| *c <= r)
+    }
+
+    /// The endpoint of round-robin slot `c`.
+    pub(crate) fn rr_slot(&self, c: u64) -> usize {
+        let n = self.endpoints.len() as u64;
+        match &self.schedule {
+            Schedule::Uniform => (c % n.max(1)) as usize,
+            Schedule::Sequence(seq) => seq
+                .get((c % (seq.len() as u64).max(1)) as usize)
+                .map_or(0, |i| *i as usize),
+            Schedule::Spread => self.at_weight(golden(c, self.total_weight())),
+        }
+    }
+
+    /// In-flight requests of endpoint `i`.
+    pub(crate) fn load(&self, i: usize) -> u32 {
+        self.in_flight
+            .get(i)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// The golden-ratio point of slot `c` in `0..total` (a low-discrepancy sequence).
+pub(crate) fn golden(c: u64, total: u64) -> u64 {
+    let frac = c.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((u128::from(frac) * u128::from(total)) >> 64) as u64
+}
+
+/// One cycle of earliest-deadline-first over the weights: endpoint `i`'s `k`-th turn has
+/// deadline `k / w_i`; the `sum(w)` earliest deadlines (exactly those `≤ 1`) in order, ties to
+/// the lower index.
+fn edf_sequence(endpoints: &[Endpoint]) -> Vec<u32> {
+    #[derive(PartialEq, Eq)]
+    struct Turn {
+        k: u64,
+        w: u64,
+        i: u32,
+    }
+    impl Ord for Turn {
+        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+            // Min-heap on k/w, then index: reverse the natural order.
+            (u128::from(o.k) * u128::from(self.w))
+                .cmp(&(u128::from(self.k) * u128::from(o.w)))
+                .then(o.i.cmp(&self.i))
+        }
+    }
+    impl PartialOrd for Turn {
+        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    let mut heap: BinaryHeap<Turn> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Turn {
+            k: 1,
+            w: u64::from(e.weight.max(1)),
+            i: i as u32,
+        })
+        .collect();
+    let mut seq = Vec::new();
+    while let Some(t) = heap.pop() {
+        seq.push(t.i);
+        if t.k < t.w {
+            heap.push(Turn { k: t.k + 1, ..t });
+        }
+    }
+    seq
+}
+
+/// The load-balancing state of one destination (host, subset, port): the round-robin cursor,
+/// per-endpoint in-flight counters (keyed by address, kept across endpoint-set changes), the
+/// time each endpoint joined (for `warmup` slow start), and the ring / Maglev tables, cached
+/// and rebuilt only when the endpoint set (`Arc::ptr_eq`) or the table settings change.
+///
+/// Lock-free: the cache is an `ArcSwap`, counters are atomics. Config is not stored here; the
+/// [`Balancer`](super::Balancer) built from the current config is passed to each pick, so the
+/// state survives reloads.
+pub struct LbState {
+    topology: ArcSwapOption<Topology>,
+    cursor: AtomicU64,
+    seed: u64,
+    dice: AtomicU64,
+}
+
+impl fmt::Debug for LbState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LbState")
+            .field("cursor", &self.cursor.load(Ordering::Relaxed))
+            .field(
+                "endpoints",
+                &self.topology.load().as_ref().map(|t| t.endpoints.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LbState {
+    /// A state with a random seed from the OS.
+    fn default() -> Self {
+        LbState::with_seed(random_seed())
+    }
+}
+
+impl LbState {
+    /// A state whose random choices (RANDOM, LEAST_REQUEST's two candidates, generated
+    /// cookies, locality levels) follow `seed`: tests get exact, repeatable picks.
+    pub fn with_seed(seed: u64) -> Self {
+        LbState {
+            topology: ArcSwapOption::empty(),
+            cursor: AtomicU64::new(0),
+            seed,
+            dice: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks one request in flight to `addr` (LEAST_REQUEST compares these) until the guard is
+    /// dropped. Hold it until the response body ends. An address the state does not know (no
+    /// pick made on its endpoint set yet) gets a guard that counts nothing.
+    pub fn start(&self, addr: SocketAddr) -> InFlightGuard {
+        let counter = self.topology.load().as_ref().and_then(|t| {
+            let i = *t.index.get(&addr)?;
+            t.in_flight.get(i).cloned()
+        });
+        if let Some(c) = &counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlightGuard { counter }
+    }
+
+    /// Requests in flight to `addr` (guards alive).
+    pub fn in_flight(&self, addr: SocketAddr) -> u32 {
+        self.topology
+            .load()
+            .as_ref()
+            .map_or(0, |t| t.index.get(&addr).map_or(0, |i| t.load(*i)))
+    }
+
+    /// The next round-robin slot.
+    pub(crate) fn next_slot(&self) -> u64 {
+        self.cursor.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A uniformly distributed `u64`.
+    pub(crate) fn random(&self) -> u64 {
+        let i = self.dice.fetch_add(1, Ordering::Relaxed);
+        mix64(
+            self.seed
+                .wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        )
+    }
+
+    /// A uniformly distributed value in `0..n` (0 when `n == 0`).
+    pub(crate) fn below(&self, n: u64) -> u64 {
+        ((u128::from(self.random()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// The topology of `endpoints` under `key`: the cached one (borrowed through an
+    /// `arc-swap` guard, no reference-count traffic), or a new one built from it (carrying
+    /// in-flight counters and join times over by address) and cached.
+    pub(crate) fn topology(
+        &self,
+        endpoints: &Arc<[Endpoint]>,
+        key: &TopologyKey,
+        now: Instant,
+    ) -> TopologyRef {
+        let cur = self.topology.load();
+        if cur
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(&t.endpoints, endpoints) && t.key.same(key))
+        {
+            return TopologyRef::Cached(cur);
+        }
+        let built = Arc::new(Topology::build(endpoints, key.clone(), cur.as_deref(), now));
+        self.topology.store(Some(built.clone()));
+        TopologyRef::Built(built)
+    }
+}
+
+/// A [`Topology`] in use by a pick.
+pub(crate) enum TopologyRef {
+    /// The cached one (always `Some`: checked by [`LbState::topology`]).
+    Cached(arc_swap::Guard<Option<Arc<Topology>>>),
+    /// One just built.
+    Built(Arc<Topology>),
+}
+
+impl TopologyRef {
+    /// The topology.
+    pub(crate) fn get(&self) -> Option<&Topology> {
+        match self {
+            TopologyRef::Cached(g) => g.as_deref(),
+            TopologyRef::Built(t) => Some(t),
+        }
+    }
+}
+
+/// A request in flight to one endpoint, counted in its [`LbState`] until dropped.
+#[derive(Debug)]
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct InFlightGuard {
+    counter: Option<Arc<AtomicU32>>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &self.counter {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A seed from the OS, or from the clock if the OS has none to give.
+fn random_seed() -> u64 {
+    use rand::{RngCore, SeedableRng, rngs::SmallRng};
+    match SmallRng::try_from_os_rng() {
+        Ok(mut rng) => rng.next_u64(),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5EED),
+    }
+}
