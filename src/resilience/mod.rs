@@ -6,3 +6,4 @@
 //! Response<MeshBody>, Error = tower_mesh::Error>`, reading the request's
 //! [`RouteDecision`](crate::route::RouteDecision); per-destination state lives in the
 //! [`ClusterState`](crate::snapshot::ClusterState) and survives reloads.
+pub mod retry;
