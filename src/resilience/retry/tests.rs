@@ -712,3 +712,52 @@ async fn requests_without_a_route_decision_pass_straight_through() {
     assert_eq!(script.calls(), 1);
     let _ = ResponseFlag::UpstreamRetryLimitExceeded;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_route_timeout_covers_the_response_body() {
+    let m = mesh("    timeout: 200ms\n    retries: {attempts: 0}", None);
+    // An upstream that answers headers at once, then stalls its body.
+    let inner = tower::service_fn(|_req: Request<MeshBody>| async {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        let first = tx.send(Ok(Frame::data(Bytes::from_static(b"part")))).await;
+        assert!(first.is_ok());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(tx);
+        });
+        let stream = ChannelStream(rx);
+        Ok::<_, Error>(Response::new(body::boxed(StreamBody::new(stream))))
+    });
+    let mut svc: Stack = BoxCloneService::new(
+        RouteLayer::new(m.clone())
+            .layer(TimeoutLayer::new().layer(RetryLayer::new().layer(BoxCloneService::new(inner)))),
+    );
+    let start = Instant::now();
+    let resp = send(&mut svc, get()).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.expect("a frame").expect("data");
+    assert_eq!(first.into_data().ok().as_deref(), Some(&b"part"[..]));
+    let err = body
+        .frame()
+        .await
+        .expect("an error frame")
+        .expect_err("timed out");
+    assert!(matches!(
+        err.downcast_ref::<Error>(),
+        Some(Error::Timeout { .. })
+    ));
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+}
+
+struct ChannelStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ChannelStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}

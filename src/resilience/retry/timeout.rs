@@ -1,13 +1,15 @@
 //! [`TimeoutLayer`]: VirtualService `http[].timeout`, the bound on the whole call.
 //!
 //! The route's `timeout` (Envoy's route `timeout`; Istio's default for HTTP routes is
-//! *disabled*) covers the call from the moment this layer receives it until the response
-//! headers arrive, retries and their backoff included: the layer sits above the
-//! [`RetryLayer`](super::RetryLayer). A gRPC request's `grpc-timeout` header caps it too
+//! *disabled*) covers the call from the moment this layer receives it until the response has
+//! ended (its body included, as Envoy's route timeout does), retries and their backoff
+//! included: the layer sits above the [`RetryLayer`](super::RetryLayer). Before the response
+//! headers, expiry is an error; after them, the response body fails with the same error. A gRPC request's `grpc-timeout` header caps it too
 //! (Istio sets Envoy's `max_stream_duration.grpc_timeout_header_max` to the route timeout, so
 //! the header is honoured up to the route timeout, and alone when the route has none). On
 //! expiry the call is dropped (which cancels the try in flight) and the answer is
-//! [`Error::Timeout`] (504, flag `UT`).
+//! [`Error::Timeout`] (504, flag `UT`). A response that is complete in its headers (an empty
+//! body) is returned as is, without a timer.
 //!
 //! A request without a [`RouteDecision`], or whose route has no timeout and no
 //! `grpc-timeout`, passes through with no timer at all.
@@ -21,8 +23,11 @@ use http::{HeaderMap, HeaderName, Request, Response};
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
-use crate::body::MeshBody;
-use crate::error::{Error, is_grpc_request};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::body::{self, MeshBody};
+use crate::error::{BoxError, Error, is_grpc_request};
 use crate::route::RouteDecision;
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -138,7 +143,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(out) = this.inner.poll(cx) {
-            return Poll::Ready(out);
+            // The deadline goes on over the response body, as Envoy's route timeout covers
+            // the response until it is complete.
+            return Poll::Ready(match (out, this.sleep.as_pin_mut()) {
+                (Ok(resp), Some(sleep)) if !resp.body().is_end_stream() => {
+                    let deadline = sleep.deadline();
+                    let timeout = *this.timeout;
+                    Ok(resp.map(|body| {
+                        body::boxed(DeadlineBody {
+                            inner: body,
+                            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                            timeout,
+                        })
+                    }))
+                }
+                (out, _) => out,
+            });
         }
         match this.sleep.as_pin_mut() {
             Some(sleep) => match sleep.poll(cx) {
@@ -149,6 +169,41 @@ where
             },
             None => Poll::Pending,
         }
+    }
+}
+
+/// A response body that fails with [`Error::Timeout`] if it has not ended by the deadline.
+struct DeadlineBody {
+    inner: MeshBody,
+    sleep: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Error::Timeout {
+                timeout: self.timeout,
+            })))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
