@@ -10,3 +10,4 @@ pub mod fault;
 pub mod mirror;
 pub mod circuit;
 pub mod outlier;
+pub mod retry;

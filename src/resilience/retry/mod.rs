@@ -1,0 +1,772 @@
+//! Retries (VirtualService `http[].retries`), retry budgets (DestinationRule
+//! `trafficPolicy.retryBudget`), request-body replay and the route timeout.
+//!
+//! - [`RetryPolicy`]: a route's `retries`, or Istio's default when absent, parsed once per
+//!   request into plain data; [`RetryOn`] is the `retryOn` vocabulary and its classification
+//!   of one try's [`Outcome`].
+//! - [`RetryLayer`] / [`RetryService`]: tries a request again while its policy says so, each
+//!   try with a replayed body ([`ReplayBody`]), a [`TryContext`] for previous-host avoidance,
+//!   `perTryTimeout`, and [`Backoff`] between tries; retries pass a [`RetryGate`] first
+//!   ([`BudgetGate`] enforces `retryBudget`).
+//! - [`TimeoutLayer`] / [`TimeoutService`]: the route's `timeout` over the whole call.
+//!
+//! As in Envoy, the layers stack `TimeoutLayer → RetryLayer → (circuit breaker, balancer,
+//! pool)`: the route timeout covers every try and backoff; `perTryTimeout` covers one try.
+//!
+//! ```
+//! use tower_mesh::resilience::retry::{Outcome, RetryPolicy};
+//! use tower_mesh::config::virtual_service::HttpRetry;
+//! use http::{HeaderMap, StatusCode};
+//!
+//! // No `retries` on the route: Istio's default, 2 retries, 503 not among them.
+//! let policy = RetryPolicy::from_route(None, false);
+//! assert_eq!(policy.attempts(), 2);
+//! let headers = HeaderMap::new();
+//! let unavailable = Outcome::Response { status: StatusCode::SERVICE_UNAVAILABLE, headers: &headers };
+//! assert!(!policy.should_retry(unavailable));
+//!
+//! let retries = HttpRetry { attempts: Some(3), retry_on: "5xx".into(), ..Default::default() };
+//! let policy = RetryPolicy::from_route(Some(&retries), false);
+//! assert!(policy.should_retry(unavailable));
+//! ```
+
+mod backoff;
+mod budget;
+mod replay;
+mod retry_on;
+mod timeout;
+
+#[cfg(test)]
+mod tests;
+
+pub use backoff::{Backoff, DEFAULT_BASE as DEFAULT_BACKOFF_BASE, Jitter};
+pub use budget::{
+    DEFAULT_MIN_RETRY_CONCURRENCY, DEFAULT_PERCENT, RetryBudgetState, RetryCount, RetryRefused,
+    TryCount,
+};
+pub use replay::{DEFAULT_REPLAY_LIMIT, ReplayBody};
+pub use retry_on::{ISTIO_DEFAULT_RETRY_ON, Outcome, RetryCondition, RetryOn, RetryOnError};
+pub use timeout::{TimeoutFuture, TimeoutLayer, TimeoutService, effective_timeout, grpc_timeout};
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::body::{self, MeshBody};
+use crate::config::virtual_service::HttpRetry;
+use crate::error::{Error, ResponseFlag, ResponseFlags};
+use crate::route::RouteDecision;
+use crate::snapshot::{Cluster, ClusterKey, ClusterState, Target};
+
+// ---------------------------------------------------------------------------------------------
+// Policy
+// ---------------------------------------------------------------------------------------------
+
+/// Istio's default number of retries when a route has no `retries` (mesh
+/// `defaultHttpRetryPolicy.attempts`).
+pub const ISTIO_DEFAULT_ATTEMPTS: u32 = 2;
+
+/// A route's retry policy as plain data: what Istio's `retry.ConvertPolicy` hands Envoy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RetryPolicy {
+    attempts: u32,
+    retry_on: RetryOn,
+    per_try_timeout: Option<Duration>,
+    backoff: Backoff,
+    ignore_previous_hosts: bool,
+    retry_remote_localities: bool,
+}
+
+impl RetryPolicy {
+    /// The policy of a route whose `retries` is `retries`:
+    ///
+    /// - absent: Istio's default, `attempts: 2` on
+    ///   `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes` with no
+    ///   status codes ([`ISTIO_DEFAULT_RETRY_ON`]);
+    /// - `attempts` absent or `0`: retries disabled (the other fields are then ignored, as
+    ///   Istio's validation requires them unset);
+    /// - `retryOn` empty: the default list; otherwise parsed ([`RetryOn::parse_lenient`]);
+    /// - `perTryTimeout`: absent = none (bounded by the route timeout);
+    /// - `backoff`: base interval, Envoy's 25 ms when absent, capped at 10 × base;
+    /// - `retryIgnorePreviousHosts`: absent = on, except off when the destination uses
+    ///   consistent hashing (`consistent_hash`); an explicit value wins either way;
+    /// - `retryRemoteLocalities`: absent = off; carried to the balancer in [`TryContext`].
+    pub fn from_route(retries: Option<&HttpRetry>, consistent_hash: bool) -> Self {
+        let Some(r) = retries else {
+            return RetryPolicy {
+                attempts: ISTIO_DEFAULT_ATTEMPTS,
+                retry_on: RetryOn::istio_default(),
+                per_try_timeout: None,
+                backoff: Backoff::default(),
+                ignore_previous_hosts: !consistent_hash,
+                retry_remote_localities: false,
+            };
+        };
+        let attempts = r.attempts.and_then(|a| u32::try_from(a).ok()).unwrap_or(0);
+        if attempts == 0 {
+            return Self::disabled();
+        }
+        RetryPolicy {
+            attempts,
+            retry_on: RetryOn::parse_lenient(&r.retry_on),
+            per_try_timeout: r.per_try_timeout.filter(|t| !t.is_zero()),
+            backoff: Backoff::new(r.backoff.unwrap_or(backoff::DEFAULT_BASE)),
+            ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(!consistent_hash),
+            retry_remote_localities: r.retry_remote_localities.unwrap_or(false),
+        }
+    }
+
+    /// No retries (`attempts: 0`).
+    pub fn disabled() -> Self {
+        RetryPolicy {
+            attempts: 0,
+            retry_on: RetryOn::none(),
+            per_try_timeout: None,
+            backoff: Backoff::default(),
+            ignore_previous_hosts: false,
+            retry_remote_localities: false,
+        }
+    }
+
+    /// Retries after the first try (`attempts`).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The parsed `retryOn`.
+    pub fn retry_on(&self) -> &RetryOn {
+        &self.retry_on
+    }
+
+    /// `perTryTimeout`.
+    pub fn per_try_timeout(&self) -> Option<Duration> {
+        self.per_try_timeout
+    }
+
+    /// The backoff between tries.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// Whether retries avoid the endpoints already tried (`retryIgnorePreviousHosts`).
+    pub fn ignore_previous_hosts(&self) -> bool {
+        self.ignore_previous_hosts
+    }
+
+    /// `retryRemoteLocalities`.
+    pub fn retry_remote_localities(&self) -> bool {
+        self.retry_remote_localities
+    }
+
+    /// Whether any retry can happen.
+    pub fn is_enabled(&self) -> bool {
+        self.attempts > 0 && !self.retry_on.is_empty()
+    }
+
+    /// Whether a try that ended with `outcome` is retried (attempts left aside).
+    pub fn should_retry(&self, outcome: Outcome<'_>) -> bool {
+        self.attempts > 0 && self.retry_on.matches(outcome)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Try context
+// ---------------------------------------------------------------------------------------------
+
+/// Inserted into each try's request extensions by [`RetryService`]: which try this is, and
+/// the endpoints earlier tries of the same request went to.
+///
+/// The balancer [`record`](TryContext::record)s the endpoint it picks; on a retry it asks
+/// [`should_avoid`](TryContext::should_avoid) to prefer an endpoint not yet tried (Envoy's
+/// `previous_hosts` retry predicate, on unless `retryIgnorePreviousHosts: false` or consistent
+/// hashing). All tries of a request share the list.
+#[derive(Clone)]
+pub struct TryContext {
+    attempt: u32,
+    tried: Arc<Mutex<Vec<SocketAddr>>>,
+    avoid_previous: bool,
+    remote_localities: bool,
+}
+
+impl fmt::Debug for TryContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TryContext")
+            .field("attempt", &self.attempt)
+            .field("tried", &self.tried())
+            .field("avoid_previous", &self.avoid_previous)
+            .finish()
+    }
+}
+
+impl TryContext {
+    /// The context of the first try of a request.
+    pub fn new(policy: &RetryPolicy) -> Self {
+        TryContext {
+            attempt: 1,
+            tried: Arc::default(),
+            avoid_previous: policy.ignore_previous_hosts,
+            remote_localities: policy.retry_remote_localities,
+        }
+    }
+
+    /// The same request's context for try number `attempt` (1 = the first try).
+    pub fn for_attempt(&self, attempt: u32) -> Self {
+        TryContext {
+            attempt,
+            ..self.clone()
+        }
+    }
+
+    /// The try number: 1 for the first try, 2 for the first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether this try is a retry.
+    pub fn is_retry(&self) -> bool {
+        self.attempt > 1
+    }
+
+    /// Records the endpoint this try goes to (called by the balancer).
+    pub fn record(&self, addr: SocketAddr) {
+        self.tried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(addr);
+    }
+
+    /// The endpoints tried so far by this request, in order.
+    pub fn tried(&self) -> Vec<SocketAddr> {
+        self.tried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether an earlier try went to `addr`.
+    pub fn was_tried(&self, addr: &SocketAddr) -> bool {
+        self.tried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(addr)
+    }
+
+    /// Whether the balancer should avoid `addr` for this try: a retry, with previous-host
+    /// avoidance on, to an endpoint already tried. (If every endpoint is avoided the balancer
+    /// ignores the preference, as Envoy does after its host-selection attempts.)
+    pub fn should_avoid(&self, addr: &SocketAddr) -> bool {
+        self.is_retry() && self.avoid_previous && self.was_tried(addr)
+    }
+
+    /// Whether retries may go to other localities (`retryRemoteLocalities`).
+    pub fn retry_remote_localities(&self) -> bool {
+        self.remote_localities
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gates
+// ---------------------------------------------------------------------------------------------
+
+/// Admission of tries and retries to a destination: where the retry budget (and, combined by
+/// the caller, `connectionPool.http.maxRetries`) is enforced.
+///
+/// [`RetryService`] calls [`start_try`](RetryGate::start_try) around every try (the guard
+/// counts it in flight) and [`admit_retry`](RetryGate::admit_retry) before every retry (the
+/// guard counts the retry in flight through its backoff and its try). A refusal makes the
+/// service return the try's own outcome.
+pub trait RetryGate: Send + Sync + 'static {
+    /// Held while a try is in flight.
+    type TryGuard: Send + 'static;
+    /// Held while an admitted retry is in flight.
+    type RetryGuard: Send + 'static;
+
+    /// A try to `cluster` starts (`retry`: whether it is a retry).
+    fn start_try(&self, cluster: &Arc<Cluster>, retry: bool) -> Self::TryGuard;
+
+    /// Asks for one more retry to `cluster`.
+    fn admit_retry(&self, cluster: &Arc<Cluster>) -> Result<Self::RetryGuard, RetryRefused>;
+}
+
+/// Admits every retry (no budget).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoGate;
+
+impl RetryGate for NoGate {
+    type TryGuard = ();
+    type RetryGuard = ();
+
+    fn start_try(&self, _: &Arc<Cluster>, _: bool) {}
+
+    fn admit_retry(&self, _: &Arc<Cluster>) -> Result<(), RetryRefused> {
+        Ok(())
+    }
+}
+
+/// How to reach a destination's [`RetryBudgetState`] inside its [`ClusterState`] (e.g.
+/// `|s| &s.retry_budget`).
+pub type BudgetAccess = fn(&ClusterState) -> &RetryBudgetState;
+
+/// Enforces DestinationRule `trafficPolicy.retryBudget` with the destination's
+/// [`RetryBudgetState`]; a destination without `retryBudget` admits every retry (its
+/// `maxRetries` is the circuit breaker's to enforce).
+#[derive(Clone, Copy)]
+pub struct BudgetGate {
+    access: BudgetAccess,
+}
+
+impl fmt::Debug for BudgetGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BudgetGate")
+    }
+}
+
+impl BudgetGate {
+    /// A gate reading each destination's budget state through `access`.
+    pub fn new(access: BudgetAccess) -> Self {
+        BudgetGate { access }
+    }
+}
+
+/// A try or retry counted in a destination's [`RetryBudgetState`] until dropped.
+pub struct BudgetGuard {
+    cluster: Arc<Cluster>,
+    access: BudgetAccess,
+    retry: bool,
+}
+
+impl fmt::Debug for BudgetGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BudgetGuard")
+            .field("cluster", self.cluster.key())
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl Drop for BudgetGuard {
+    fn drop(&mut self) {
+        let state = (self.access)(self.cluster.state());
+        if self.retry {
+            state.end_retry();
+        } else {
+            state.end_try();
+        }
+    }
+}
+
+impl RetryGate for BudgetGate {
+    type TryGuard = BudgetGuard;
+    type RetryGuard = Option<BudgetGuard>;
+
+    fn start_try(&self, cluster: &Arc<Cluster>, retry: bool) -> BudgetGuard {
+        let budget = cluster.policy().retry_budget.as_ref();
+        (self.access)(cluster.state()).begin_try(budget, retry, tokio::time::Instant::now());
+        BudgetGuard {
+            cluster: cluster.clone(),
+            access: self.access,
+            retry: false,
+        }
+    }
+
+    fn admit_retry(&self, cluster: &Arc<Cluster>) -> Result<Option<BudgetGuard>, RetryRefused> {
+        let Some(budget) = cluster.policy().retry_budget.as_ref() else {
+            return Ok(None);
+        };
+        (self.access)(cluster.state()).try_begin_retry(budget, tokio::time::Instant::now())?;
+        Ok(Some(BudgetGuard {
+            cluster: cluster.clone(),
+            access: self.access,
+            retry: true,
+        }))
+    }
+}
+
+/// What the retry layer reports, for the mesh to turn into `MeshEvent`s.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RetryEvent {
+    /// A retry was not made: the [`RetryGate`] refused it (retry budget or `maxRetries`).
+    RetryRefused {
+        /// The destination.
+        cluster: ClusterKey,
+        /// The limit and counts.
+        refused: RetryRefused,
+    },
+    /// A retriable outcome was not retried because the request body outgrew the replay cap.
+    BodyNotReplayable {
+        /// The destination.
+        cluster: ClusterKey,
+    },
+}
+
+type EventSink = Arc<dyn Fn(RetryEvent) + Send + Sync>;
+
+// ---------------------------------------------------------------------------------------------
+// Layer and service
+// ---------------------------------------------------------------------------------------------
+
+/// Retries requests by their route's [`RetryPolicy`] ([module docs](self)).
+///
+/// Only requests routed to a cluster are retried (Istio's passthrough route has no retry
+/// policy); a request without a [`RouteDecision`] passes through. A route without `retries`
+/// gets Istio's default policy.
+#[derive(Clone)]
+pub struct RetryLayer<G = NoGate> {
+    gate: Arc<G>,
+    replay_limit: usize,
+    jitter: Arc<Jitter>,
+    events: Option<EventSink>,
+}
+
+impl fmt::Debug for RetryLayer<NoGate> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("replay_limit", &self.replay_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RetryLayer<NoGate> {
+    fn default() -> Self {
+        RetryLayer {
+            gate: Arc::new(NoGate),
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+            jitter: Arc::new(Jitter::from_os()),
+            events: None,
+        }
+    }
+}
+
+impl RetryLayer<NoGate> {
+    /// A layer with no retry gate, a 64 KiB replay cap and OS-seeded backoff jitter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<G> RetryLayer<G> {
+    /// The most request-body bytes kept for replay (default 64 KiB); a larger body is sent
+    /// once and its request is not retried.
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.replay_limit = bytes;
+        self
+    }
+
+    /// Seeds the backoff jitter (reproducible tests).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.jitter = Arc::new(Jitter::seeded(seed));
+        self
+    }
+
+    /// Admits retries through `gate` (e.g. a [`BudgetGate`]).
+    pub fn gate<G2: RetryGate>(self, gate: G2) -> RetryLayer<G2> {
+        RetryLayer {
+            gate: Arc::new(gate),
+            replay_limit: self.replay_limit,
+            jitter: self.jitter,
+            events: self.events,
+        }
+    }
+
+    /// Calls `sink` with each [`RetryEvent`].
+    pub fn on_event(mut self, sink: impl Fn(RetryEvent) + Send + Sync + 'static) -> Self {
+        self.events = Some(Arc::new(sink));
+        self
+    }
+}
+
+impl<S, G> Layer<S> for RetryLayer<G> {
+    type Service = RetryService<S, G>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RetryService {
+            inner,
+            gate: self.gate.clone(),
+            replay_limit: self.replay_limit,
+            jitter: self.jitter.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+/// The service of [`RetryLayer`].
+pub struct RetryService<S, G = NoGate> {
+    inner: S,
+    gate: Arc<G>,
+    replay_limit: usize,
+    jitter: Arc<Jitter>,
+    events: Option<EventSink>,
+}
+
+impl<S: Clone, G> Clone for RetryService<S, G> {
+    fn clone(&self) -> Self {
+        RetryService {
+            inner: self.inner.clone(),
+            gate: self.gate.clone(),
+            replay_limit: self.replay_limit,
+            jitter: self.jitter.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, G> fmt::Debug for RetryService<S, G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryService")
+            .field("inner", &self.inner)
+            .field("replay_limit", &self.replay_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The retry policy and destination of a request, when it may be retried or has a per-try
+/// timeout.
+fn plan<B>(req: &Request<B>) -> Option<(RetryPolicy, Arc<Cluster>)> {
+    let decision = req.extensions().get::<RouteDecision>()?;
+    let Target::Cluster(cluster) = decision.target() else {
+        return None;
+    };
+    let consistent_hash = cluster
+        .policy()
+        .load_balancer
+        .as_ref()
+        .is_some_and(|lb| lb.consistent_hash().is_some());
+    let retries = decision.route().and_then(|r| r.retries());
+    let policy = RetryPolicy::from_route(retries, consistent_hash);
+    (policy.is_enabled() || policy.per_try_timeout.is_some()).then(|| (policy, cluster.clone()))
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, Error>> + Send>>;
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Direct { #[pin] fut: F },
+        Retrying { fut: BoxFuture },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RetryService`]: the inner future itself for a request that is never
+    /// retried, a boxed retry loop otherwise.
+    pub struct RetryFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+impl<F> Future for RetryFuture<F>
+where
+    F: Future<Output = Result<Response<MeshBody>, Error>>,
+{
+    type Output = Result<Response<MeshBody>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Direct { fut } => fut.poll(cx),
+            KindProj::Retrying { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<S, G> Service<Request<MeshBody>> for RetryService<S, G>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = Error>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    G: RetryGate,
+{
+    type Response = Response<MeshBody>;
+    type Error = Error;
+    type Future = RetryFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
+        let Some((policy, cluster)) = plan(&req) else {
+            return RetryFuture {
+                kind: Kind::Direct {
+                    fut: self.inner.call(req),
+                },
+            };
+        };
+        // The ready service goes into the loop; this one is a fresh clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let run = RetryRun {
+            policy,
+            cluster,
+            gate: self.gate.clone(),
+            jitter: self.jitter.clone(),
+            events: self.events.clone(),
+            replay_limit: self.replay_limit,
+        };
+        RetryFuture {
+            kind: Kind::Retrying {
+                fut: Box::pin(run.run(inner, req)),
+            },
+        }
+    }
+}
+
+/// How the request body is given to each try.
+enum Replay {
+    /// The body was empty: every try gets an empty body.
+    Empty,
+    /// Replayed from the kept chunks.
+    Body(ReplayBody),
+    /// Sent once (over the cap): no retry.
+    Once,
+}
+
+struct RetryRun<G> {
+    policy: RetryPolicy,
+    cluster: Arc<Cluster>,
+    gate: Arc<G>,
+    jitter: Arc<Jitter>,
+    events: Option<EventSink>,
+    replay_limit: usize,
+}
+
+impl<G: RetryGate> RetryRun<G> {
+    async fn run<S, F>(
+        self,
+        mut svc: S,
+        req: Request<MeshBody>,
+    ) -> Result<Response<MeshBody>, Error>
+    where
+        S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = Error, Future = F>
+            + Send,
+        F: Future<Output = Result<Response<MeshBody>, Error>> + Send,
+    {
+        let (parts, body) = req.into_parts();
+        let (replay, first_body) = if body.is_end_stream() {
+            (Replay::Empty, body)
+        } else {
+            let original = ReplayBody::new(body, self.replay_limit);
+            match original.replay() {
+                Some(first) => (Replay::Body(original), body::boxed(first)),
+                // Known to be over the cap: the original streams untouched, once.
+                None => (Replay::Once, body::boxed(original)),
+            }
+        };
+        let ctx = TryContext::new(&self.policy);
+        let mut retries: u32 = 0;
+        let mut next_body = first_body;
+        let mut retry_guard: Option<G::RetryGuard> = None;
+        loop {
+            let mut req: Request<MeshBody> = Request::from_parts(clone_parts(&parts), next_body);
+            req.extensions_mut().insert(ctx.for_attempt(retries + 1));
+            let try_guard = self.gate.start_try(&self.cluster, retries > 0);
+            let fut: F = svc.call(req);
+            let result = match self.policy.per_try_timeout {
+                Some(limit) => match tokio::time::timeout(limit, fut).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::Timeout { timeout: limit }),
+                },
+                None => fut.await,
+            };
+            drop(try_guard);
+            drop(retry_guard.take());
+
+            if !self.policy.should_retry(Outcome::of(&result)) {
+                return result;
+            }
+            if retries >= self.policy.attempts {
+                return exhausted(result, retries);
+            }
+            let body = match &replay {
+                Replay::Empty => body::empty(),
+                Replay::Body(original) => match original.replay() {
+                    Some(again) => body::boxed(again),
+                    None => {
+                        self.emit(|cluster| RetryEvent::BodyNotReplayable { cluster });
+                        return result;
+                    }
+                },
+                Replay::Once => {
+                    self.emit(|cluster| RetryEvent::BodyNotReplayable { cluster });
+                    return result;
+                }
+            };
+            match self.gate.admit_retry(&self.cluster) {
+                Ok(guard) => retry_guard = Some(guard),
+                Err(refused) => {
+                    self.emit(|cluster| RetryEvent::RetryRefused { cluster, refused });
+                    // Envoy marks a retry refused by a circuit breaker `UO`.
+                    return result.map(|mut resp| {
+                        ResponseFlags::record(
+                            resp.extensions_mut(),
+                            ResponseFlag::UpstreamOverflow,
+                        );
+                        resp
+                    });
+                }
+            }
+            // Release the discarded response (and its connection) before waiting.
+            drop(result);
+            retries += 1;
+            let wait = self.policy.backoff.delay(retries, &self.jitter);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            ServiceExt::<Request<MeshBody>>::ready(&mut svc).await?;
+            next_body = body;
+        }
+    }
+
+    fn emit(&self, event: impl FnOnce(ClusterKey) -> RetryEvent) {
+        if let Some(sink) = &self.events {
+            sink(event(self.cluster.key().clone()));
+        }
+    }
+}
+
+/// The answer after the last allowed try was retriable too: the last upstream response as it
+/// is, flagged `URX` (Envoy returns it); or [`Error::RetryLimitExceeded`] around the last
+/// try's error.
+fn exhausted(
+    result: Result<Response<MeshBody>, Error>,
+    retries: u32,
+) -> Result<Response<MeshBody>, Error> {
+    match result {
+        Ok(mut resp) => {
+            ResponseFlags::record(
+                resp.extensions_mut(),
+                ResponseFlag::UpstreamRetryLimitExceeded,
+            );
+            Ok(resp)
+        }
+        Err(err) if retries == 0 => Err(err),
+        Err(err) => Err(Error::RetryLimitExceeded {
+            retries,
+            last_status: None,
+            source: Some(Box::new(err)),
+        }),
+    }
+}
+
+/// A copy of a request's head (method, URI, version, headers, extensions) for another try.
+fn clone_parts(parts: &Parts) -> Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
+    req.into_parts().0
+}
