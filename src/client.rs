@@ -1,9 +1,17 @@
 //! [`MeshClient`]: call other services through the mesh.
 //!
 //! `mesh.client()` is a cloneable `tower::Service<http::Request<B>>` for any body `B` of
-//! [`Bytes`]: it routes each request by its authority with [`RouteLayer`] and sends it to an
-//! endpoint of the chosen destination through [`Upstream`], over the mesh's per-endpoint
-//! connection pools. Requests take absolute URIs (`http://reviews:9080/ratings`) or an
+//! [`Bytes`]: the whole outbound stack, each part a public layer:
+//!
+//! ```text
+//! RouteLayer → FaultLayer → MirrorLayer → TimeoutLayer → RetryLayer → CircuitBreakerLayer → Upstream
+//! (match,      (delay /     (copies to    (route         (retryOn,    (connectionPool      (outlier view,
+//!  weighted     abort)       -shadow)      timeout,       budget,      limits)              load balancer,
+//!  pick)                                   grpc-timeout)  replay)                           pool send)
+//! ```
+//!
+//! It routes each request by its authority and sends it to an endpoint of the chosen
+//! destination over the mesh's per-endpoint connection pools. Requests take absolute URIs (`http://reviews:9080/ratings`) or an
 //! origin-form URI with a `Host` header.
 //!
 //! `poll_ready` is always ready: the destination is known only in `call`, so overload is
@@ -24,32 +32,81 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::sync::broadcast;
 use tower::{Layer, Service};
 
+use crate::balance::{Pick, PickContext};
 use crate::body::{self, MeshBody};
 use crate::error::{BoxError, Error, ResetReason};
-use crate::mesh::Mesh;
-use crate::pool::{PoolKey, PoolSettings, TlsPolicy, UpstreamProtocol};
+use crate::mesh::{Mesh, MeshEvent};
+use crate::pool::{PoolKey, PoolSettings, Pools, TlsPolicy, UpstreamProtocol};
+use crate::resilience::circuit::{CircuitBreakerLayer, CircuitBreakerService, CircuitLimits};
+use crate::resilience::fault::{FaultLayer, FaultService};
+use crate::resilience::mirror::{MirrorLayer, MirrorService, MirrorTarget};
+use crate::resilience::outlier::{Outcome, OutlierEvent};
+use crate::resilience::retry::{
+    BudgetGate, RetryEvent, RetryGate, RetryLayer, RetryRefused, RetryService, TimeoutLayer,
+    TimeoutService, TryContext,
+};
 use crate::route::layer::{RouteDecision, RouteFuture, RouteLayer, RouteService};
-use crate::snapshot::{ClusterPolicy, Target};
+use crate::snapshot::{Cluster, ClusterKey, ClusterPolicy, Target};
 
-/// The mesh's outbound client: [`RouteLayer`] over [`Upstream`] ([module docs](self)).
+/// The stack below the router, shared by every client of a mesh (its dice and counters are
+/// the mesh's, not per client).
+pub(crate) type Stack =
+    FaultService<MirrorService<TimeoutService<RetryService<ClusterStack, MeshGate>>, MirrorSend>>;
+
+/// Circuit breaking over the upstream sender.
+type ClusterStack = CircuitBreakerService<Upstream>;
+
+/// Builds the stack below the router for a mesh with these parts.
+pub(crate) fn build_stack(pools: Pools, events: broadcast::Sender<MeshEvent>, seed: u64) -> Stack {
+    let upstream = Upstream::with_parts(pools, events.clone());
+    let cluster = CircuitBreakerLayer::new(|c: &Cluster| Some(c.state().circuit_breaker.clone()))
+        .layer(upstream);
+    let retry_events = events.clone();
+    let retry = RetryLayer::new()
+        .seed(seed ^ 0x0052_4554_5259)
+        .gate(MeshGate {
+            budget: BudgetGate::new(|s| &s.retry_budget),
+        })
+        .on_event(move |event| {
+            if let RetryEvent::RetryRefused { cluster, refused } = event {
+                let _ = retry_events.send(MeshEvent::RetryRefused {
+                    cluster,
+                    limit: refused.limit,
+                });
+            }
+        })
+        .layer(cluster.clone());
+    let timeout = TimeoutLayer::new().layer(retry);
+    let mirror =
+        MirrorLayer::new(MirrorSend { inner: cluster }, Some(seed ^ 0x4D49_5252_0000)).layer(timeout);
+    FaultLayer::new(Some(seed ^ 0x0046_4155_4C54)).layer(mirror)
+}
+
+/// The mesh's outbound client: the full stack ([module docs](self)).
 #[derive(Clone, Debug)]
 pub struct MeshClient {
-    inner: RouteService<Upstream>,
+    inner: RouteService<Stack>,
 }
 
 impl MeshClient {
     /// A client of `mesh` (same as [`Mesh::client`]).
     pub fn new(mesh: Mesh) -> Self {
+        let stack = mesh.inner.stack.clone();
         MeshClient {
-            inner: RouteLayer::new(mesh.clone()).layer(Upstream::new(mesh)),
+            inner: RouteLayer::new(mesh).layer(stack),
         }
     }
 }
@@ -72,23 +129,92 @@ where
     }
 }
 
+/// Admits retries by the destination's DestinationRule: its `retryBudget` when it has one
+/// (which then replaces `http.maxRetries`, as in Envoy), else `connectionPool.http.maxRetries`
+/// (concurrent retries, circuit-breaker counted).
+#[derive(Debug, Clone)]
+pub struct MeshGate {
+    budget: BudgetGate,
+}
+
+impl RetryGate for MeshGate {
+    type TryGuard = <BudgetGate as RetryGate>::TryGuard;
+    type RetryGuard = (
+        <BudgetGate as RetryGate>::RetryGuard,
+        Option<crate::resilience::circuit::RetryGuard>,
+    );
+
+    fn start_try(&self, cluster: &Arc<Cluster>, retry: bool) -> Self::TryGuard {
+        self.budget.start_try(cluster, retry)
+    }
+
+    fn admit_retry(&self, cluster: &Arc<Cluster>) -> Result<Self::RetryGuard, RetryRefused> {
+        if cluster.policy().retry_budget.is_some() {
+            return Ok((self.budget.admit_retry(cluster)?, None));
+        }
+        let limits = CircuitLimits::of(cluster);
+        let breaker = &cluster.state().circuit_breaker;
+        match breaker.try_retry(&limits) {
+            Some(guard) => Ok((None, Some(guard))),
+            None => Err(RetryRefused {
+                limit: "connectionPool.http.maxRetries",
+                in_flight: breaker.retries(),
+                max: limits.max_retries,
+            }),
+        }
+    }
+}
+
+/// Sends mirror copies ([`MirrorTarget`]) through the cluster stack: the copy is routed to
+/// the mirror destination, never retried (Envoy's shadow requests are not).
+#[derive(Clone, Debug)]
+pub struct MirrorSend {
+    inner: ClusterStack,
+}
+
+impl Service<Request<MeshBody>> for MirrorSend {
+    type Response = Response<MeshBody>;
+    type Error = Error;
+    type Future = <ClusterStack as Service<Request<MeshBody>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
+        if let Some(target) = req.extensions_mut().remove::<MirrorTarget>() {
+            req.extensions_mut()
+                .insert(RouteDecision::for_mirror(&target));
+        }
+        self.inner.call(req)
+    }
+}
+
 /// Sends a routed request to an endpoint of its destination: the innermost service of the
 /// outbound stack.
 ///
-/// It reads the [`RouteDecision`] the router left in the request's extensions; for a cluster
-/// it chooses an endpoint of the subset (round-robin for now; DestinationRule
-/// `loadBalancer` comes with the resilience layers) and sends over that endpoint's pool; for a
-/// passthrough it resolves the host and sends there. Errors: [`Error::NoHealthyUpstream`]
-/// (no endpoint), [`Error::UpstreamReset`] (connection or stream failures).
+/// It reads the [`RouteDecision`] the router left in the request's extensions. For a cluster
+/// it takes the endpoints of the subset, leaves out those outlier detection ejected (all of
+/// them count in panic mode, `minHealthPercent`), lets the cluster's [`Balancer`] pick one
+/// (avoiding the endpoints earlier tries of the request went to, from the retry layer's
+/// [`TryContext`]), sends over that endpoint's pool, and reports the outcome to outlier
+/// detection; ejections and returns become [`MeshEvent`]s. For a passthrough it resolves the
+/// host and sends there. Errors: [`Error::NoHealthyUpstream`] (no endpoint to pick),
+/// [`Error::UpstreamReset`] (connection or stream failures).
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    mesh: Mesh,
+    pools: Pools,
+    events: broadcast::Sender<MeshEvent>,
 }
 
 impl Upstream {
     /// The upstream sender of `mesh`.
-    pub fn new(mesh: Mesh) -> Self {
-        Upstream { mesh }
+    pub fn new(mesh: &Mesh) -> Self {
+        Upstream::with_parts(mesh.pools().clone(), mesh.inner.events.clone())
+    }
+
+    pub(crate) fn with_parts(pools: Pools, events: broadcast::Sender<MeshEvent>) -> Self {
+        Upstream { pools, events }
     }
 }
 
@@ -117,58 +243,169 @@ impl Service<Request<MeshBody>> for Upstream {
                 ))
             });
         };
-        let pools = self.mesh.pools().clone();
-        match &target {
+        let pools = self.pools.clone();
+        match target {
             Target::Cluster(cluster) => {
+                let now = Instant::now();
                 let endpoints = cluster.endpoints().load();
-                let n = endpoints.len();
-                let Some(endpoint) = endpoints.get(cluster.state().next_index(n)) else {
+                let policy = cluster.policy();
+                // Outlier detection: who is ejected now (and who came back).
+                let mut view = policy
+                    .outlier_detection
+                    .as_ref()
+                    .map(|od| cluster.state().outlier.healthy_view(&endpoints, od, now));
+                if let Some(v) = view.as_mut() {
+                    self.outlier_events(cluster.key(), v.take_events());
+                }
+                let tries = req.extensions().get::<TryContext>().cloned();
+                let avoid = |a: &SocketAddr| tries.as_ref().is_some_and(|t| t.should_avoid(a));
+                let ejected = |a: &SocketAddr| view.as_ref().is_some_and(|v| v.is_excluded(a));
+                let panic = view.as_ref().is_some_and(|v| v.panic());
+                let ctx = PickContext::new(now)
+                    .request(&req)
+                    .avoid(&avoid)
+                    .ejected(&ejected, panic);
+                let pick = cluster
+                    .balancer()
+                    .pick(&cluster.state().lb, &endpoints, &ctx);
+                let (index, set_cookie) = match pick {
+                    Pick::Endpoint { index, set_cookie } => (index, set_cookie),
+                    Pick::None => {
+                        let err = Error::NoHealthyUpstream {
+                            host: cluster.key().host.clone(),
+                            subset: cluster.key().subset.clone(),
+                        };
+                        return Box::pin(async move { Err(err) });
+                    }
+                    Pick::Passthrough => {
+                        let (host, port) = (cluster.key().host.clone(), cluster.key().port);
+                        return Box::pin(passthrough(pools, req, host, port));
+                    }
+                };
+                let Some(endpoint) = endpoints.get(index) else {
                     let err = Error::NoHealthyUpstream {
                         host: cluster.key().host.clone(),
                         subset: cluster.key().subset.clone(),
                     };
                     return Box::pin(async move { Err(err) });
                 };
+                let addr = endpoint.addr;
+                if let Some(t) = &tries {
+                    t.record(addr);
+                }
                 cluster.state().record_request();
+                let in_flight = cluster.state().lb.start(addr);
                 let protocol = cluster.protocol_for(req.version());
                 set_version(&mut req, protocol);
                 let key = PoolKey {
-                    addr: endpoint.addr,
+                    addr,
                     tls: TlsPolicy::Plaintext,
                     protocol,
                 };
                 let pool = pools.get(&key, &pool_settings(cluster.policy()));
-                Box::pin(async move { pool.send(req).await })
-            }
-            Target::Passthrough { host, port } => {
-                let (host, port) = (host.clone(), *port);
-                let protocol = if req.version() == http::Version::HTTP_2 {
-                    UpstreamProtocol::Http2
-                } else {
-                    UpstreamProtocol::Http1
-                };
-                set_version(&mut req, protocol);
+                let events = self.events.clone();
                 Box::pin(async move {
-                    let name = host.trim_start_matches('[').trim_end_matches(']');
-                    let addr = tokio::net::lookup_host((name, port))
-                        .await
-                        .ok()
-                        .and_then(|mut addrs| addrs.next())
-                        .ok_or_else(|| Error::UpstreamReset {
-                            reason: ResetReason::ConnectionFailure,
-                            transport_failure: Some(format!("cannot resolve {host}")),
-                        })?;
-                    let key = PoolKey {
-                        addr,
-                        tls: TlsPolicy::Plaintext,
-                        protocol,
-                    };
-                    let pool = pools.get(&key, &PoolSettings::default());
-                    pool.send(req).await
+                    let result = pool.send(req).await;
+                    if let Some(od) = &cluster.policy().outlier_detection
+                        && let Some(outcome) = Outcome::of_result(&result)
+                    {
+                        let events_out = cluster.state().outlier.record(
+                            addr,
+                            outcome,
+                            od,
+                            &endpoints,
+                            Instant::now(),
+                        );
+                        send_outlier_events(&events, cluster.key(), events_out);
+                    }
+                    let mut resp = result?;
+                    if let Some(cookie) = set_cookie {
+                        resp.headers_mut()
+                            .append(http::header::SET_COOKIE, cookie.header);
+                    }
+                    // The endpoint counts as busy (least-request) until the body is done.
+                    Ok(resp.map(|b| {
+                        b.map_frame(move |f| {
+                            let _busy = &in_flight;
+                            f
+                        })
+                        .boxed_unsync()
+                    }))
                 })
             }
+            Target::Passthrough { host, port } => Box::pin(passthrough(pools, req, host, port)),
         }
     }
+}
+
+impl Upstream {
+    fn outlier_events(&self, cluster: &ClusterKey, events: Vec<OutlierEvent>) {
+        send_outlier_events(&self.events, cluster, events);
+    }
+}
+
+/// Logs outlier-detection events and sends them as [`MeshEvent`]s.
+fn send_outlier_events(
+    sink: &broadcast::Sender<MeshEvent>,
+    cluster: &ClusterKey,
+    events: Vec<OutlierEvent>,
+) {
+    for event in events {
+        let event = match event {
+            OutlierEvent::Ejected {
+                addr,
+                until,
+                reason,
+            } => {
+                tracing::warn!(%cluster, %addr, reason = reason.as_str(), "outlier detection ejected an endpoint");
+                MeshEvent::Ejected {
+                    cluster: cluster.clone(),
+                    addr,
+                    until,
+                    reason: reason.as_str(),
+                }
+            }
+            OutlierEvent::Returned { addr } => {
+                tracing::info!(%cluster, %addr, "ejected endpoint returned to service");
+                MeshEvent::Returned {
+                    cluster: cluster.clone(),
+                    addr,
+                }
+            }
+        };
+        let _ = sink.send(event);
+    }
+}
+
+/// Sends `req` straight to `host:port` (resolved with DNS): Istio's passthrough.
+async fn passthrough(
+    pools: Pools,
+    mut req: Request<MeshBody>,
+    host: Arc<str>,
+    port: u16,
+) -> Result<Response<MeshBody>, Error> {
+    let protocol = if req.version() == http::Version::HTTP_2 {
+        UpstreamProtocol::Http2
+    } else {
+        UpstreamProtocol::Http1
+    };
+    set_version(&mut req, protocol);
+    let name = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = tokio::net::lookup_host((name, port))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| Error::UpstreamReset {
+            reason: ResetReason::ConnectionFailure,
+            transport_failure: Some(format!("cannot resolve {host}")),
+        })?;
+    let key = PoolKey {
+        addr,
+        tls: TlsPolicy::Plaintext,
+        protocol,
+    };
+    let pool = pools.get(&key, &PoolSettings::default());
+    pool.send(req).await
 }
 
 /// The HTTP version hyper must speak on the chosen connection.
@@ -180,30 +417,7 @@ fn set_version(req: &mut Request<MeshBody>, protocol: UpstreamProtocol) {
     }
 }
 
-/// Pool settings from DestinationRule `connectionPool`: `tcp.connectTimeout`,
-/// `http.idleTimeout` (else `tcp.idleTimeout`), `http.maxRequestsPerConnection`. The
-/// connection and request limits (`tcp.maxConnections`, `http1MaxPendingRequests`,
-/// `http2MaxRequests`) are circuit breaking, enforced cluster-wide by the resilience layers.
+/// Pool settings from DestinationRule `connectionPool`.
 fn pool_settings(policy: &ClusterPolicy) -> PoolSettings {
-    let mut settings = PoolSettings::default();
-    let Some(cp) = &policy.connection_pool else {
-        return settings;
-    };
-    if let Some(tcp) = &cp.tcp {
-        if let Some(t) = tcp.connect_timeout {
-            settings.connect_timeout = t;
-        }
-        if let Some(t) = tcp.idle_timeout {
-            settings.idle_timeout = t;
-        }
-    }
-    if let Some(http) = &cp.http {
-        if let Some(t) = http.idle_timeout {
-            settings.idle_timeout = t;
-        }
-        if let Some(n) = http.max_requests_per_connection.filter(|n| *n > 0) {
-            settings.max_requests_per_connection = u32::try_from(n).ok();
-        }
-    }
-    settings
+    PoolSettings::from_connection_pool(policy.connection_pool.as_ref())
 }

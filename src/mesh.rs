@@ -62,7 +62,7 @@ use crate::registry::{Endpoint, EndpointRegistry};
 use crate::route::PathNormalization;
 use crate::route::matcher::{MESH_GATEWAY, SourceIdentity};
 use crate::snapshot::hosts::ClusterDomain;
-use crate::snapshot::state::StateRegistry;
+use crate::snapshot::state::{ClusterKey, StateRegistry};
 use crate::snapshot::{Snapshot, UserService};
 use crate::validate::ValidationError;
 
@@ -97,6 +97,9 @@ pub struct MeshSettings {
     /// The gateway whose routes apply: [`MESH_GATEWAY`] (`mesh`) for sidecar and client
     /// traffic, `<namespace>/<name>` for an ingress gateway.
     pub gateway: String,
+    /// This workload's locality (`region/zone/subzone`), for DestinationRule
+    /// `localityLbSetting`; `None`: locality-aware balancing is off.
+    pub locality: Option<String>,
 }
 
 impl Default for MeshSettings {
@@ -111,6 +114,7 @@ impl Default for MeshSettings {
             path_normalization: PathNormalization::default(),
             outbound_policy: OutboundPolicy::default(),
             gateway: MESH_GATEWAY.to_string(),
+            locality: None,
         }
     }
 }
@@ -181,6 +185,33 @@ pub enum MeshEvent {
         /// What failed.
         message: Arc<str>,
     },
+    /// Outlier detection ejected an endpoint of a cluster.
+    Ejected {
+        /// The cluster.
+        cluster: ClusterKey,
+        /// The endpoint.
+        addr: std::net::SocketAddr,
+        /// Until when (it returns at the first sweep after that).
+        until: std::time::Instant,
+        /// Which detector fired: `CONSECUTIVE_5XX`, `CONSECUTIVE_GATEWAY_FAILURE`,
+        /// `CONSECUTIVE_LOCAL_ORIGIN_FAILURE`.
+        reason: &'static str,
+    },
+    /// An ejected endpoint is back in service.
+    Returned {
+        /// The cluster.
+        cluster: ClusterKey,
+        /// The endpoint.
+        addr: std::net::SocketAddr,
+    },
+    /// A retry was not made: the retry budget or `http.maxRetries` refused it, and the
+    /// previous try's outcome was returned.
+    RetryRefused {
+        /// The cluster.
+        cluster: ClusterKey,
+        /// What refused it: `retryBudget` or `connectionPool.http.maxRetries`.
+        limit: &'static str,
+    },
 }
 
 /// What a successful reload did.
@@ -238,11 +269,12 @@ pub(crate) struct MeshInner {
     pub(crate) state: StateRegistry,
     pub(crate) pools: Pools,
     pub(crate) dice: Dice,
+    pub(crate) stack: crate::client::Stack,
     user_services: Vec<UserService>,
     loader: Loader,
     /// The sources; the lock also serialises reloads (held only on a blocking thread).
     sources: Mutex<Vec<ConfigSource>>,
-    events: broadcast::Sender<MeshEvent>,
+    pub(crate) events: broadcast::Sender<MeshEvent>,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::MeshMetrics>,
 }
@@ -613,6 +645,12 @@ impl MeshBuilder {
         self
     }
 
+    /// This workload's locality, `region/zone/subzone` (for `localityLbSetting`).
+    pub fn locality(mut self, locality: impl Into<String>) -> Self {
+        self.settings.locality = Some(locality.into());
+        self
+    }
+
     /// Limits for parsing config (sizes, depth, aliases).
     pub fn loader(mut self, loader: Loader) -> Self {
         self.loader = Some(loader);
@@ -725,6 +763,7 @@ impl MeshBuilder {
             None => Pools::default(),
         };
         let (events, _) = broadcast::channel(1024);
+        let stack = crate::client::build_stack(pools.clone(), events.clone(), seed);
         #[cfg(feature = "metrics")]
         if let Some(m) = &self.metrics {
             m.serving(1, snapshot.resources());
@@ -737,6 +776,7 @@ impl MeshBuilder {
                 state,
                 pools,
                 dice: Dice::new(seed),
+                stack,
                 user_services: self.user_services,
                 loader,
                 sources: Mutex::new(self.sources),

@@ -6,8 +6,8 @@
 //! Response<MeshBody>, Error = tower_mesh::Error>`, reading the request's
 //! [`RouteDecision`](crate::route::RouteDecision); per-destination state lives in the
 //! [`ClusterState`](crate::snapshot::ClusterState) and survives reloads.
+pub mod circuit;
 pub mod fault;
 pub mod mirror;
-pub mod circuit;
 pub mod outlier;
 pub mod retry;

@@ -74,6 +74,19 @@ impl fmt::Debug for RouteDecision {
 }
 
 impl RouteDecision {
+    /// The decision for a mirror copy: the original request's snapshot and route, the
+    /// mirror's destination.
+    pub(crate) fn for_mirror(t: &crate::resilience::mirror::MirrorTarget) -> RouteDecision {
+        RouteDecision {
+            snapshot: t.parent.snapshot.clone(),
+            vhost: t.parent.vhost.clone(),
+            route: t.parent.route,
+            destination: t.host.clone(),
+            subset: t.subset.clone(),
+            target: t.target.clone(),
+        }
+    }
+
     /// The snapshot the request was routed with (every layer of this request uses it).
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot

@@ -32,6 +32,7 @@ pub use hosts::{ClusterDomain, HostIndex, expand_host};
 pub use policy::{ClusterPolicy, DestinationRuleIndex, MergedDestinationRule, Provenance};
 pub use state::{ClusterKey, ClusterState, StateRegistry};
 
+use crate::balance::Balancer;
 use crate::config::destination_rule::H2UpgradePolicy;
 use crate::config::{ConfigSet, Resource, Spec, VirtualService};
 use crate::error::Error;
@@ -111,6 +112,7 @@ impl ServiceInfo {
 pub struct Cluster {
     key: ClusterKey,
     policy: ClusterPolicy,
+    balancer: Balancer,
     endpoints: ClusterEndpoints,
     state: Arc<ClusterState>,
     protocol: UpstreamProtocol,
@@ -136,6 +138,11 @@ impl Cluster {
     /// The merged DestinationRule policy for this (host, subset, port).
     pub fn policy(&self) -> &ClusterPolicy {
         &self.policy
+    }
+
+    /// The load balancer of `policy.load_balancer` (Istio's default: `LEAST_REQUEST`).
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
     }
 
     /// The endpoints of the subset (live: DNS and Discover updates show).
@@ -357,6 +364,7 @@ impl Snapshot {
                         },
                         use_client_protocol,
                         provenance: provenance.clone(),
+                        balancer: Balancer::for_policy(&policy, settings.locality.as_deref()),
                         policy,
                         key: key.clone(),
                     };

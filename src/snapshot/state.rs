@@ -54,11 +54,20 @@ impl fmt::Display for ClusterKey {
 
 /// The state of one cluster that survives reloads.
 ///
-/// Fields are atomics: layers update them per request without locking.
+/// Counters are atomics and the detectors take short, synchronous locks: layers update them
+/// per request without holding anything across an `.await`.
 #[derive(Debug, Default)]
 pub struct ClusterState {
     next: AtomicUsize,
     requests: AtomicU64,
+    /// The cluster-wide circuit-breaker counters (DestinationRule `connectionPool`).
+    pub circuit_breaker: crate::resilience::circuit::CircuitBreaker,
+    /// Passive health of the cluster's endpoints (DestinationRule `outlierDetection`).
+    pub outlier: crate::resilience::outlier::OutlierDetector,
+    /// Load-balancer state: cursors, requests in flight per endpoint, hash tables.
+    pub lb: crate::balance::LbState,
+    /// Retries in flight against the DestinationRule `retryBudget`.
+    pub retry_budget: crate::resilience::retry::RetryBudgetState,
 }
 
 impl ClusterState {
