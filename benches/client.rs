@@ -191,6 +191,7 @@ async fn run_pool(mesh: &Mesh, addr: SocketAddr, total: usize) -> Duration {
         addr,
         tls: TlsPolicy::Plaintext,
         protocol: UpstreamProtocol::Http1,
+        cluster: None,
     };
     let mesh = mesh.clone();
     let started = Instant::now();

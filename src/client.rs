@@ -90,8 +90,8 @@ pub(crate) fn build_stack(pools: Pools, events: broadcast::Sender<MeshEvent>, se
         })
         .layer(cluster.clone());
     let timeout = TimeoutLayer::new().layer(retry);
-    let mirror =
-        MirrorLayer::new(MirrorSend { inner: cluster }, Some(seed ^ 0x4D49_5252_0000)).layer(timeout);
+    let mirror = MirrorLayer::new(MirrorSend { inner: cluster }, Some(seed ^ 0x4D49_5252_0000))
+        .layer(timeout);
     FaultLayer::new(Some(seed ^ 0x0046_4155_4C54)).layer(mirror)
 }
 
@@ -301,6 +301,7 @@ impl Service<Request<MeshBody>> for Upstream {
                     addr,
                     tls: TlsPolicy::Plaintext,
                     protocol,
+                    cluster: Some(cluster.key().clone()),
                 };
                 let pool = pools.get(&key, &pool_settings(cluster.policy()));
                 let events = self.events.clone();
@@ -403,6 +404,7 @@ async fn passthrough(
         addr,
         tls: TlsPolicy::Plaintext,
         protocol,
+        cluster: None,
     };
     let pool = pools.get(&key, &PoolSettings::default());
     pool.send(req).await

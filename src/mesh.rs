@@ -407,6 +407,10 @@ impl Mesh {
                 let resources = snapshot.resources();
                 inner.snapshot.store(Arc::new(snapshot));
                 let dropped = inner.state.retain(&live);
+                // Pools of clusters that no longer exist close their idle connections.
+                inner
+                    .pools
+                    .retain(|k| k.cluster.as_ref().is_none_or(|c| live.contains(c)));
                 *sources = new.to_vec();
                 let took = started.elapsed();
                 tracing::info!(

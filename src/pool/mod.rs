@@ -21,6 +21,7 @@
 //!     addr: "10.0.0.7:9080".parse().expect("an address"),
 //!     tls: TlsPolicy::Plaintext,
 //!     protocol: UpstreamProtocol::Http1,
+//!     cluster: None,
 //! };
 //! let pool = pools.get(&key, &PoolSettings::default());
 //! let req = http::Request::get("http://reviews.default.svc.cluster.local:9080/health")
@@ -61,6 +62,11 @@ pub struct PoolKey {
     pub tls: TlsPolicy,
     /// The protocol to speak (from the Service port's protocol; default HTTP/1.1).
     pub protocol: UpstreamProtocol,
+    /// The cluster (host, subset, port) the pool serves, as Envoy keeps connection pools per
+    /// cluster: two subsets (or a subset and its whole service) with different
+    /// `connectionPool` settings for one endpoint get separate pools. `None` for traffic
+    /// outside any cluster (passthrough).
+    pub cluster: Option<crate::snapshot::ClusterKey>,
 }
 
 /// The limits and timeouts of a [`Pool`], from a DestinationRule `trafficPolicy.connectionPool`

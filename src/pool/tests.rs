@@ -137,6 +137,7 @@ fn key(addr: SocketAddr, protocol: UpstreamProtocol) -> PoolKey {
         addr,
         tls: TlsPolicy::Plaintext,
         protocol,
+        cluster: None,
     }
 }
 
