@@ -49,7 +49,7 @@ use crate::balance::{Pick, PickContext};
 use crate::body::{self, MeshBody};
 use crate::error::{BoxError, Error, ResetReason};
 use crate::mesh::{Mesh, MeshEvent};
-use crate::pool::{PoolKey, PoolSettings, Pools, TlsPolicy, UpstreamProtocol};
+use crate::pool::{ConnectionLimit, PoolKey, PoolSettings, Pools, TlsPolicy, UpstreamProtocol};
 use crate::resilience::circuit::{CircuitBreakerLayer, CircuitBreakerService, CircuitLimits};
 use crate::resilience::fault::{FaultLayer, FaultService};
 use crate::resilience::mirror::{MirrorLayer, MirrorService, MirrorTarget};
@@ -59,7 +59,7 @@ use crate::resilience::retry::{
     TimeoutService, TryContext,
 };
 use crate::route::layer::{RouteDecision, RouteFuture, RouteLayer, RouteService};
-use crate::snapshot::{Cluster, ClusterKey, ClusterPolicy, Target};
+use crate::snapshot::{Cluster, ClusterKey, Target};
 
 /// The stack below the router, shared by every client of a mesh (its dice and counters are
 /// the mesh's, not per client).
@@ -303,7 +303,7 @@ impl Service<Request<MeshBody>> for Upstream {
                     protocol,
                     cluster: Some(cluster.key().clone()),
                 };
-                let pool = pools.get(&key, &pool_settings(cluster.policy()));
+                let pool = pools.get(&key, &pool_settings(&cluster));
                 let events = self.events.clone();
                 Box::pin(async move {
                     let result = pool.send(req).await;
@@ -419,7 +419,23 @@ fn set_version(req: &mut Request<MeshBody>, protocol: UpstreamProtocol) {
     }
 }
 
-/// Pool settings from DestinationRule `connectionPool`.
-fn pool_settings(policy: &ClusterPolicy) -> PoolSettings {
-    PoolSettings::from_connection_pool(policy.connection_pool.as_ref())
+/// Pool settings from the cluster's DestinationRule `connectionPool`: timeouts and requests
+/// per connection per pool; `tcp.maxConnections` as the cluster-wide budget its endpoints'
+/// pools share (Envoy's threshold), not a per-endpoint cap.
+fn pool_settings(cluster: &Cluster) -> PoolSettings {
+    let pool = cluster.policy().connection_pool.as_ref();
+    let mut settings = PoolSettings::from_connection_pool(pool);
+    settings.max_http1_connections = None;
+    let limited = pool
+        .and_then(|p| p.tcp.as_ref())
+        .and_then(|t| t.max_connections)
+        .is_some_and(|n| n > 0);
+    if limited {
+        settings.connection_limit = Some(ConnectionLimit {
+            breaker: cluster.state().circuit_breaker.clone(),
+            limits: CircuitLimits::of(cluster),
+            cluster: cluster.key().clone(),
+        });
+    }
+    settings
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use crate::resilience::circuit::{ConnectionGuard, PendingGuard};
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
@@ -126,6 +127,8 @@ pub(super) struct H1Conn {
     tx: http1::SendRequest<MeshBody>,
     slot: Slot,
     served: u32,
+    /// The connection's place in its cluster's `maxConnections` budget, if it has one.
+    budget: Option<ConnectionGuard>,
 }
 
 /// What a waiting request is given: a connection that came free, or a freed slot to connect
@@ -488,8 +491,8 @@ impl Inner {
             "retrying a request that met a stale pooled connection on a fresh connection"
         );
         // The stale connection's slot goes to its replacement: no waiting in line again.
-        let H1Conn { slot, .. } = conn;
-        let mut conn = match self.connect_h1(slot, authority.as_ref()).await? {
+        let H1Conn { slot, budget, .. } = conn;
+        let mut conn = match self.connect_h1(slot, budget, authority.as_ref()).await? {
             Checkout::H1(conn) => conn,
             Checkout::H2 => return self.send_h2(prepare_h2(req, &self.key.tls), guard).await,
         };
@@ -518,17 +521,28 @@ impl Inner {
             let mut discard = Vec::new();
             let got = {
                 let mut st = lock(&self.h1);
-                self.take_idle(&mut st, &mut discard)
-                    .map(Got::Idle)
-                    .unwrap_or_else(|| self.reserve_or_wait(&mut st))
+                match self.take_idle(&mut st, &mut discard) {
+                    Some(idle) => Ok(Got::Idle(idle)),
+                    None => self.reserve_or_wait(&mut st),
+                }
             };
             drop(discard); // outside the lock: dropping a connection frees its slot
-            let conn = match got {
+            let conn = match got? {
                 Got::Idle(conn) => conn,
-                Got::Connect(slot) => return self.connect_h1(slot, authority).await,
-                Got::Wait(rx) => match rx.await {
+                Got::Connect(slot, budget) => {
+                    return self.connect_h1(slot, budget, authority).await;
+                }
+                Got::Wait(rx, _pending) => match rx.await {
                     Ok(Handoff::Conn(conn)) => conn,
-                    Ok(Handoff::Connect(slot)) => return self.connect_h1(slot, authority).await,
+                    Ok(Handoff::Connect(slot)) => {
+                        // A connection of this pool closed: its budget place is free again.
+                        let budget = self
+                            .settings
+                            .connection_limit
+                            .as_ref()
+                            .and_then(|l| l.breaker.try_open_connection(&l.limits));
+                        return self.connect_h1(slot, budget, authority).await;
+                    }
                     Err(_) => continue,
                 },
             };
@@ -536,13 +550,19 @@ impl Inner {
                 mut tx,
                 slot,
                 served,
+                budget,
             } = conn;
             if tx.ready().await.is_ok() {
-                return Ok(Checkout::H1(H1Conn { tx, slot, served }));
+                return Ok(Checkout::H1(H1Conn {
+                    tx,
+                    slot,
+                    served,
+                    budget,
+                }));
             }
-            // Closed while idle: its slot opens a fresh connection.
+            // Closed while idle: its slot (and budget place) opens a fresh connection.
             drop(tx);
-            return self.connect_h1(slot, authority).await;
+            return self.connect_h1(slot, budget, authority).await;
         }
     }
 
@@ -558,21 +578,44 @@ impl Inner {
         None
     }
 
-    fn reserve_or_wait(&self, st: &mut H1State) -> Got {
+    /// A new connection's slot when the pool's cap and the cluster's connection budget allow
+    /// one, else a place in line for the next connection of this pool to come free (counted
+    /// as a pending request against the cluster's `http1MaxPendingRequests`; over it: 503
+    /// `UO`). As in Envoy, a pool with no connection at all may always open one, so a
+    /// cluster whose budget is held by other endpoints' connections cannot starve it.
+    fn reserve_or_wait(&self, st: &mut H1State) -> Result<Got, Error> {
         let under_cap = self
             .settings
             .max_http1_connections
             .is_none_or(|max| st.open < max.max(1));
         if under_cap {
-            st.open += 1;
-            Got::Connect(self.slot())
-        } else {
-            // Requests that gave up waiting (timed out, cancelled) leave the line here.
-            st.waiters.retain(|w| !w.is_closed());
-            let (tx, rx) = oneshot::channel();
-            st.waiters.push_back(tx);
-            Got::Wait(rx)
+            let budget = match &self.settings.connection_limit {
+                None => Some(None),
+                Some(limit) => match limit.breaker.try_open_connection(&limit.limits) {
+                    Some(guard) => Some(Some(guard)),
+                    None if st.open == 0 => Some(None),
+                    None => None,
+                },
+            };
+            if let Some(budget) = budget {
+                st.open += 1;
+                return Ok(Got::Connect(self.slot(), budget));
+            }
         }
+        let pending = match &self.settings.connection_limit {
+            Some(limit) => Some(
+                limit
+                    .breaker
+                    .try_pending(&limit.limits)
+                    .map_err(|refused| refused.into_error(&limit.cluster))?,
+            ),
+            None => None,
+        };
+        // Requests that gave up waiting (timed out, cancelled) leave the line here.
+        st.waiters.retain(|w| !w.is_closed());
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back(tx);
+        Ok(Got::Wait(rx, pending))
     }
 
     fn slot(&self) -> Slot {
@@ -592,6 +635,7 @@ impl Inner {
     async fn connect_h1(
         self: &Arc<Self>,
         slot: Slot,
+        budget: Option<ConnectionGuard>,
         authority: Option<&Authority>,
     ) -> Result<Checkout, Error> {
         let connected = self.connect_io(authority).await?;
@@ -617,6 +661,7 @@ impl Inner {
             tx,
             slot,
             served: 0,
+            budget,
         }))
     }
 
@@ -824,8 +869,10 @@ fn offer(st: &mut H1State, mut handoff: Handoff) -> Option<Handoff> {
 
 enum Got {
     Idle(H1Conn),
-    Connect(Slot),
-    Wait(oneshot::Receiver<Handoff>),
+    /// A slot to connect with, and the connection's place in the cluster budget (if any).
+    Connect(Slot, Option<ConnectionGuard>),
+    /// Wait for a connection of this pool; the guard counts the request as pending.
+    Wait(oneshot::Receiver<Handoff>, Option<PendingGuard>),
 }
 
 enum Checkout {

@@ -71,12 +71,19 @@ pub struct PoolKey {
 
 /// The limits and timeouts of a [`Pool`], from a DestinationRule `trafficPolicy.connectionPool`
 /// ([`PoolSettings::from_connection_pool`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// `connectionPool.tcp.maxConnections`: at most this many HTTP/1.1 connections; requests
-    /// beyond wait for one to come free. `None` (Istio's default, 2^32-1) is unbounded;
-    /// `Some(0)` is treated as 1. HTTP/2 always uses one connection.
+    /// At most this many HTTP/1.1 connections in this pool (one endpoint); requests beyond
+    /// wait for one to come free. `None` is unbounded; `Some(0)` is treated as 1. HTTP/2
+    /// always uses one connection. The mesh leaves it `None` and bounds
+    /// `connectionPool.tcp.maxConnections` cluster-wide with
+    /// [`connection_limit`](Self::connection_limit) instead, as Envoy does.
     pub max_http1_connections: Option<usize>,
+    /// The cluster-wide connection budget this pool's HTTP/1.1 connections count against
+    /// (DestinationRule `connectionPool.tcp.maxConnections`, summed over the cluster's
+    /// endpoints, Envoy's threshold): a new connection waits for a free one as a pending
+    /// request (bounded by `http1MaxPendingRequests`, beyond which it is 503 `UO`).
+    pub connection_limit: Option<ConnectionLimit>,
     /// `connectionPool.http.maxRequestsPerConnection`: a connection that served this many
     /// requests is closed. `None` or `Some(0)` (Istio's default) is unlimited; 1 disables
     /// keep-alive.
@@ -89,6 +96,27 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
 }
 
+/// A cluster's connection budget, shared by the pools of its endpoints.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimit {
+    /// The cluster's circuit breaker (its connection and pending counters).
+    pub breaker: crate::resilience::circuit::CircuitBreaker,
+    /// Its limits (`maxConnections`, `http1MaxPendingRequests`).
+    pub limits: crate::resilience::circuit::CircuitLimits,
+    /// The cluster, for the overflow error.
+    pub cluster: crate::snapshot::ClusterKey,
+}
+
+impl PartialEq for ConnectionLimit {
+    fn eq(&self, other: &Self) -> bool {
+        self.breaker.same_as(&other.breaker)
+            && self.limits == other.limits
+            && self.cluster == other.cluster
+    }
+}
+
+impl Eq for ConnectionLimit {}
+
 /// Istio's default `connectionPool.tcp.connectTimeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Istio's default `connectionPool.http.idleTimeout`.
@@ -100,6 +128,7 @@ impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
             max_http1_connections: None,
+            connection_limit: None,
             max_requests_per_connection: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

@@ -734,3 +734,73 @@ impl WithHost for Request<MeshBody> {
         self
     }
 }
+
+fn budget(max_connections: u64, max_pending: u64) -> ConnectionLimit {
+    ConnectionLimit {
+        breaker: crate::resilience::circuit::CircuitBreaker::default(),
+        limits: crate::resilience::circuit::CircuitLimits {
+            max_connections,
+            max_pending_requests: max_pending,
+            ..Default::default()
+        },
+        cluster: crate::snapshot::ClusterKey::new("c.test", None, 80),
+    }
+}
+
+#[tokio::test]
+async fn cluster_connection_budget_is_shared_by_the_endpoints_pools() {
+    // maxConnections 1 for the cluster: the first pool takes the one place; the second,
+    // having no connection at all, may still open one (as Envoy lets it), and then both
+    // queue on their single connection: 2 connections in all, every request served.
+    let a = Server::start(Proto::H1 { keep_alive: true }).await;
+    let b = Server::start(Proto::H1 { keep_alive: true }).await;
+    let limit = budget(1, 1_000);
+    let settings = PoolSettings {
+        connection_limit: Some(limit.clone()),
+        ..PoolSettings::default()
+    };
+    let pa = pool(a.addr, UpstreamProtocol::Http1, settings.clone());
+    let pb = pool(b.addr, UpstreamProtocol::Http1, settings);
+    let mut tasks = JoinSet::new();
+    for i in 0..12 {
+        let p = if i % 2 == 0 { pa.clone() } else { pb.clone() };
+        tasks.spawn(async move {
+            let resp = p.send(get("http://slow.test/slow")).await?;
+            Ok::<_, Error>(text(resp).await)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        assert_eq!(done.expect("task").expect("response"), "/slow slow.test");
+    }
+    assert_eq!((a.accepted(), b.accepted()), (1, 1));
+    assert!(limit.breaker.connections() <= 1);
+    assert_eq!(limit.breaker.pending(), 0);
+}
+
+#[tokio::test]
+async fn waiting_beyond_the_pending_limit_is_an_overflow() {
+    // One connection, held by a response whose body is not read; one request may wait for
+    // it (http1MaxPendingRequests 1); the next is refused at once with UO.
+    let server = Server::start(Proto::H1 { keep_alive: true }).await;
+    let limit = budget(1, 1);
+    let settings = PoolSettings {
+        connection_limit: Some(limit.clone()),
+        ..PoolSettings::default()
+    };
+    let p = pool(server.addr, UpstreamProtocol::Http1, settings);
+    let held = p.send(get("http://a.test/held")).await.expect("response");
+    let waiting = tokio::spawn({
+        let p = p.clone();
+        async move { p.send(get("http://a.test/second")).await.map(|_| ()) }
+    });
+    eventually("the second request waits", || limit.breaker.pending() == 1).await;
+    let refused = p.send(get("http://a.test/third")).await;
+    assert!(
+        matches!(&refused, Err(Error::Overflow { limit, .. }) if limit.contains("http1MaxPendingRequests")),
+        "{refused:?}"
+    );
+    // Reading the held body to its end hands the connection to the waiting request.
+    assert_eq!(text(held).await, "/held a.test");
+    assert!(waiting.await.expect("task").is_ok());
+    assert_eq!(server.accepted(), 1);
+}

@@ -239,6 +239,11 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether `other` is a handle to the same counters.
+    pub fn same_as(&self, other: &CircuitBreaker) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// A slot for one new connection to any endpoint of the destination, under
     /// `tcp.maxConnections`: a guard the pool keeps as long as the connection is open, or
     /// `None` when the destination already has `limits.max_connections` connections (the
