@@ -195,7 +195,7 @@ impl Service<Request<MeshBody>> for MirrorSend {
 ///
 /// It reads the [`RouteDecision`] the router left in the request's extensions. For a cluster
 /// it takes the endpoints of the subset, leaves out those outlier detection ejected (all of
-/// them count in panic mode, `minHealthPercent`), lets the cluster's [`Balancer`] pick one
+/// them count in panic mode, `minHealthPercent`), lets the cluster's [`Balancer`](crate::balance::Balancer) pick one
 /// (avoiding the endpoints earlier tries of the request went to, from the retry layer's
 /// [`TryContext`]), sends over that endpoint's pool, and reports the outcome to outlier
 /// detection; ejections and returns become [`MeshEvent`]s. For a passthrough it resolves the

@@ -30,11 +30,11 @@
 //! assert!(policy.should_retry(unavailable));
 //! ```
 
-mod backoff;
-mod budget;
-mod replay;
-mod retry_on;
-mod timeout;
+pub mod backoff;
+pub mod budget;
+pub mod replay;
+pub mod retry_on;
+pub mod timeout;
 
 #[cfg(test)]
 mod tests;
