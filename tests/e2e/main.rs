@@ -9,4 +9,5 @@ mod grpc;
 mod mesh_grpc;
 mod registry;
 mod reload;
+mod resilience;
 mod routing;
