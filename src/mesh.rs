@@ -209,7 +209,7 @@ pub enum MeshEvent {
     RetryRefused {
         /// The cluster.
         cluster: ClusterKey,
-        /// What refused it: `retryBudget` or `connectionPool.http.maxRetries`.
+        /// What refused it: `trafficPolicy.retryBudget` or `connectionPool.http.maxRetries`.
         limit: &'static str,
     },
 }
