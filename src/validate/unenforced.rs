@@ -18,8 +18,6 @@ fn warn(out: &mut Findings<'_>, path: &FieldPath<'_>, why: &str) {
     );
 }
 
-const EXPORT_TO: &str =
-    "exportTo limits visibility across namespaces; in one process every resource is visible";
 const NETWORK: &str = "multi-network routing (through east-west gateways) is not implemented";
 const TARGET_REFS: &str =
     "policies attached through targetRef(s) are not applied yet; use a selector";
@@ -30,16 +28,6 @@ pub(crate) fn check(res: &Resource, out: &mut Findings<'_>) {
     let spec = root.field("spec");
     match &res.spec {
         Spec::DestinationRule(dr) => {
-            if !dr.export_to.is_empty() {
-                warn(out, &spec.field("exportTo"), EXPORT_TO);
-            }
-            if dr.workload_selector.is_some() {
-                warn(
-                    out,
-                    &spec.field("workloadSelector"),
-                    "a DestinationRule applies to every client of its host",
-                );
-            }
             if let Some(tp) = &dr.traffic_policy {
                 traffic_policy(out, &spec.field("trafficPolicy"), tp);
             }
@@ -87,9 +75,6 @@ pub(crate) fn check(res: &Resource, out: &mut Findings<'_>) {
             warn(out, &spec.field(field), TARGET_REFS);
         }
         Spec::VirtualService(vs) => {
-            if !vs.export_to.is_empty() {
-                warn(out, &spec.field("exportTo"), EXPORT_TO);
-            }
             if !vs.tcp.is_empty() {
                 warn(
                     out,
@@ -114,21 +99,11 @@ pub(crate) fn check(res: &Resource, out: &mut Findings<'_>) {
             }
         }
         Spec::ServiceEntry(se) => {
-            if !se.export_to.is_empty() {
-                warn(out, &spec.field("exportTo"), EXPORT_TO);
-            }
             if !se.addresses.is_empty() {
                 warn(
                     out,
                     &spec.field("addresses"),
                     "virtual IPs are not needed in-process: requests are routed by host",
-                );
-            }
-            if se.workload_selector.is_some() {
-                warn(
-                    out,
-                    &spec.field("workloadSelector"),
-                    "selecting Kubernetes pods is not possible in-process; list endpoints or WorkloadEntries",
                 );
             }
             let endpoints = spec.field("endpoints");
@@ -266,24 +241,14 @@ fn traffic_policy(out: &mut Findings<'_>, path: &FieldPath<'_>, tp: &TrafficPoli
             "the PROXY protocol header is not sent upstream",
         );
     }
-    let sections = std::iter::once((
-        None,
-        &tp.load_balancer,
-        &tp.connection_pool,
-        &tp.outlier_detection,
-        &tp.tls,
-    ))
-    .chain(tp.port_level_settings.iter().enumerate().map(|(i, p)| {
-        (
-            Some(i),
-            &p.load_balancer,
-            &p.connection_pool,
-            &p.outlier_detection,
-            &p.tls,
-        )
-    }));
+    let sections = std::iter::once((None, &tp.load_balancer, &tp.connection_pool, &tp.tls)).chain(
+        tp.port_level_settings
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (Some(i), &p.load_balancer, &p.connection_pool, &p.tls)),
+    );
     let pls = path.field("portLevelSettings");
-    for (index, lb, pool, outlier, tls) in sections {
+    for (index, lb, pool, tls) in sections {
         let indexed;
         let base: &FieldPath<'_> = match index {
             Some(i) => {
@@ -318,13 +283,6 @@ fn traffic_policy(out: &mut Findings<'_>, path: &FieldPath<'_>, tp: &TrafficPoli
                     out,
                     &l.field("failoverPriority"),
                     "failover by label priority is not implemented; failover by region is",
-                );
-            }
-            if lb.warmup.is_some() {
-                warn(
-                    out,
-                    &lbp.field("warmup"),
-                    "the warmup curve is not implemented; warmupDurationSecs (linear slow start) is",
                 );
             }
         }
@@ -364,16 +322,6 @@ fn traffic_policy(out: &mut Findings<'_>, path: &FieldPath<'_>, tp: &TrafficPoli
                     );
                 }
             }
-        }
-        if let Some(o) = outlier
-            && !o.outlier_detection_http_error_codes.is_empty()
-        {
-            let op = base.field("outlierDetection");
-            warn(
-                out,
-                &op.field("outlierDetectionHttpErrorCodes"),
-                "custom error codes are not counted; 5xx and gateway errors are",
-            );
         }
         if let Some(tls) = tls {
             let tp = base.field("tls");
@@ -428,6 +376,45 @@ spec:
       tcp: {maxConnections: 10}
 ",
             "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+        );
+    }
+
+    #[test]
+    fn fields_the_mesh_now_enforces_do_not_warn() {
+        // exportTo and workloadSelector (snapshot visibility), warmup (balancer slow start),
+        // outlierDetectionHttpErrorCodes (outlier detection).
+        let dr = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: d}
+spec:
+  host: reviews
+  exportTo: [\".\"]
+  workloadSelector: {matchLabels: {app: web}}
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 60s}}
+    outlierDetection: {consecutive5xxErrors: 3, outlierDetectionHttpErrorCodes: [500]}
+";
+        for path in [
+            "spec.exportTo",
+            "spec.workloadSelector",
+            "spec.trafficPolicy.loadBalancer.warmup",
+            "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes",
+        ] {
+            no_finding(dr, path);
+        }
+        no_finding(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: s}
+spec:
+  hosts: [vm.example.internal]
+  exportTo: [\"*\"]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: vm}}
+",
+            "spec.workloadSelector",
         );
     }
 
