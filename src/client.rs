@@ -311,7 +311,8 @@ impl Service<Request<MeshBody>> for Upstream {
                     protocol,
                     cluster: Some(cluster.key().clone()),
                 };
-                let pool = pools.get_cached(cluster.state().pool_cache(), &key, &pool_settings(&cluster));
+                let pool =
+                    pools.get_cached(cluster.state().pool_cache(), &key, &pool_settings(&cluster));
                 // Only outlier detection reports events after the response.
                 let events = policy
                     .outlier_detection
