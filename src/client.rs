@@ -203,6 +203,12 @@ impl Service<Request<MeshBody>> for MirrorSend {
 /// [`Error::UpstreamReset`] (connection or stream failures).
 #[derive(Clone, Debug)]
 pub struct Upstream {
+    /// One `Arc` for both (a clone per request costs one shared count, not three).
+    shared: Arc<UpstreamShared>,
+}
+
+#[derive(Debug)]
+struct UpstreamShared {
     pools: Pools,
     events: broadcast::Sender<MeshEvent>,
 }
@@ -214,7 +220,9 @@ impl Upstream {
     }
 
     pub(crate) fn with_parts(pools: Pools, events: broadcast::Sender<MeshEvent>) -> Self {
-        Upstream { pools, events }
+        Upstream {
+            shared: Arc::new(UpstreamShared { pools, events }),
+        }
     }
 }
 
@@ -243,7 +251,7 @@ impl Service<Request<MeshBody>> for Upstream {
                 ))
             });
         };
-        let pools = self.pools.clone();
+        let pools = &self.shared.pools;
         match target {
             Target::Cluster(cluster) => {
                 let now = Instant::now();
@@ -279,7 +287,7 @@ impl Service<Request<MeshBody>> for Upstream {
                     }
                     Pick::Passthrough => {
                         let (host, port) = (cluster.key().host.clone(), cluster.key().port);
-                        return Box::pin(passthrough(pools, req, host, port));
+                        return Box::pin(passthrough(pools.clone(), req, host, port));
                     }
                 };
                 let Some(endpoint) = endpoints.get(index) else {
@@ -303,11 +311,17 @@ impl Service<Request<MeshBody>> for Upstream {
                     protocol,
                     cluster: Some(cluster.key().clone()),
                 };
-                let pool = pools.get(&key, &pool_settings(&cluster));
-                let events = self.events.clone();
+                let pool =
+                    pools.get_cached(cluster.state().pool_cache(), &key, &pool_settings(&cluster));
+                // Only outlier detection reports events after the response.
+                let events = policy
+                    .outlier_detection
+                    .is_some()
+                    .then(|| self.shared.events.clone());
                 Box::pin(async move {
                     let result = pool.send(req).await;
                     if let Some(od) = &cluster.policy().outlier_detection
+                        && let Some(events) = &events
                         && let Some(outcome) = Outcome::of_result(&result)
                     {
                         let events_out = cluster.state().outlier.record(
@@ -317,7 +331,7 @@ impl Service<Request<MeshBody>> for Upstream {
                             &endpoints,
                             Instant::now(),
                         );
-                        send_outlier_events(&events, cluster.key(), events_out);
+                        send_outlier_events(events, cluster.key(), events_out);
                     }
                     let mut resp = result?;
                     if let Some(cookie) = set_cookie {
@@ -334,14 +348,16 @@ impl Service<Request<MeshBody>> for Upstream {
                     }))
                 })
             }
-            Target::Passthrough { host, port } => Box::pin(passthrough(pools, req, host, port)),
+            Target::Passthrough { host, port } => {
+                Box::pin(passthrough(pools.clone(), req, host, port))
+            }
         }
     }
 }
 
 impl Upstream {
     fn outlier_events(&self, cluster: &ClusterKey, events: Vec<OutlierEvent>) {
-        send_outlier_events(&self.events, cluster, events);
+        send_outlier_events(&self.shared.events, cluster, events);
     }
 }
 

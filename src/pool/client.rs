@@ -74,6 +74,8 @@ pub(super) struct Inner {
     alpn_h2: AtomicBool,
     h2_generation: AtomicU64,
     in_flight: AtomicUsize,
+    /// Set when [`Pools`](super::Pools) no longer holds this pool (replaced or dropped).
+    retired: AtomicBool,
     reaper_started: AtomicBool,
     shutdown: Arc<Notify>,
 }
@@ -273,6 +275,7 @@ impl Pool {
             alpn_h2: AtomicBool::new(false),
             h2_generation: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
             reaper_started: AtomicBool::new(false),
             shutdown: Arc::new(Notify::new()),
         });
@@ -287,6 +290,16 @@ impl Pool {
     /// The settings this pool was made with.
     pub fn settings(&self) -> &PoolSettings {
         &self.inner.settings
+    }
+
+    /// Marks the pool as no longer held by its [`Pools`](super::Pools).
+    pub(crate) fn retire(&self) {
+        self.inner.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Pools`](super::Pools) dropped or replaced this pool.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.inner.retired.load(Ordering::Acquire)
     }
 
     /// Sends `req` to the endpoint and returns its response (the body streams from the

@@ -184,6 +184,33 @@ pub struct PoolStats {
     pub pending: usize,
 }
 
+/// Endpoints a [`PoolCache`] remembers at most (beyond, lookups go through the registry).
+const POOL_CACHE_CAP: usize = 64;
+
+/// A destination's memo of the pools of its endpoints ([`Pools::get_cached`]): weak
+/// references, so a pool lives only as long as [`Pools`] (or a request) holds it.
+#[derive(Default)]
+pub(crate) struct PoolCache {
+    entries: arc_swap::ArcSwap<Vec<CachedPool>>,
+}
+
+impl std::fmt::Debug for PoolCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolCache")
+            .field("len", &self.entries.load().len())
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct CachedPool {
+    /// The registry the pool came from (identity only).
+    owner: std::sync::Weak<PoolsInner>,
+    addr: SocketAddr,
+    protocol: UpstreamProtocol,
+    pool: std::sync::Weak<Pool>,
+}
+
 /// The registry of [`Pool`]s, one per [`PoolKey`], sharing one [`Connect`].
 ///
 /// Cheap to clone (an `Arc` inside). Pools survive config reloads: a reload calls
@@ -240,7 +267,58 @@ impl Pools {
         // The replaced pool (if any) is dropped after the lock, with the guard.
         let old = pools.insert(key.clone(), pool.clone());
         drop(pools);
+        if let Some(old) = &old {
+            old.retire();
+        }
         drop(old);
+        pool
+    }
+
+    /// [`get`](Self::get) through `cache`, a destination's memo of its endpoints' pools: a
+    /// hit (same `Pools`, same key, same settings, pool still held here) takes no lock and
+    /// hashes nothing; a miss falls back to `get` and remembers its answer.
+    pub(crate) fn get_cached(
+        &self,
+        cache: &PoolCache,
+        key: &PoolKey,
+        settings: &PoolSettings,
+    ) -> Arc<Pool> {
+        let owner = Arc::as_ptr(&self.inner);
+        {
+            let entries = cache.entries.load();
+            if let Some(pool) = entries
+                .iter()
+                .find(|e| e.addr == key.addr && e.protocol == key.protocol)
+                .filter(|e| std::ptr::eq(e.owner.as_ptr(), owner))
+                .and_then(|e| e.pool.upgrade())
+                && !pool.is_retired()
+                && pool.key() == key
+                && pool.settings() == settings
+            {
+                return pool;
+            }
+        }
+        let pool = self.get(key, settings);
+        let entry = CachedPool {
+            owner: Arc::downgrade(&self.inner),
+            addr: key.addr,
+            protocol: key.protocol,
+            pool: Arc::downgrade(&pool),
+        };
+        cache.entries.rcu(|old| {
+            let mut next: Vec<CachedPool> = old
+                .iter()
+                .filter(|e| {
+                    !(e.addr == entry.addr && e.protocol == entry.protocol)
+                        && e.pool.strong_count() > 0
+                })
+                .cloned()
+                .collect();
+            if next.len() < POOL_CACHE_CAP {
+                next.push(entry.clone());
+            }
+            next
+        });
         pool
     }
 
@@ -252,6 +330,9 @@ impl Pools {
             let gone: Vec<PoolKey> = pools.keys().filter(|k| !keep(k)).cloned().collect();
             gone.iter().filter_map(|k| pools.remove(k)).collect()
         };
+        for pool in &removed {
+            pool.retire();
+        }
         drop(removed);
     }
 

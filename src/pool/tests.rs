@@ -804,3 +804,41 @@ async fn waiting_beyond_the_pending_limit_is_an_overflow() {
     assert!(waiting.await.expect("task").is_ok());
     assert_eq!(server.accepted(), 1);
 }
+
+#[test]
+fn the_pool_cache_follows_the_registry() {
+    let pools = super::Pools::default();
+    let cache = super::PoolCache::default();
+    let key = super::PoolKey {
+        addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+        tls: super::TlsPolicy::Plaintext,
+        protocol: super::UpstreamProtocol::Http1,
+        cluster: None,
+    };
+    let settings = super::PoolSettings::default();
+    let first = pools.get_cached(&cache, &key, &settings);
+    // A hit is the registry's pool.
+    assert!(Arc::ptr_eq(&first, &pools.get(&key, &settings)));
+    assert!(Arc::ptr_eq(
+        &first,
+        &pools.get_cached(&cache, &key, &settings)
+    ));
+    // New settings replace the pool in both.
+    let other = super::PoolSettings {
+        max_requests_per_connection: Some(3),
+        ..super::PoolSettings::default()
+    };
+    let second = pools.get_cached(&cache, &key, &other);
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert!(first.is_retired());
+    assert!(Arc::ptr_eq(&second, &pools.get(&key, &other)));
+    // A pool the registry dropped is not handed out, even while a request still holds it.
+    pools.retain(|_| false);
+    let third = pools.get_cached(&cache, &key, &other);
+    assert!(!Arc::ptr_eq(&second, &third));
+    assert_eq!(pools.len(), 1);
+    // Another registry never gets this one's pools.
+    let elsewhere = super::Pools::default();
+    let fourth = elsewhere.get_cached(&cache, &key, &other);
+    assert!(!Arc::ptr_eq(&third, &fourth));
+}

@@ -459,13 +459,13 @@ where
 
     fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
         let cluster = match req.extensions().get::<RouteDecision>().map(|d| d.target()) {
-            Some(Target::Cluster(cluster)) => Some(Arc::clone(cluster)),
+            Some(Target::Cluster(cluster)) => Some(&**cluster),
             _ => None,
         };
-        let breaker = cluster.as_deref().and_then(|c| (self.lookup)(c));
+        let breaker = cluster.and_then(|c| (self.lookup)(c));
         let guard = match (cluster, breaker) {
             (Some(cluster), Some(breaker)) => {
-                match breaker.try_request(&CircuitLimits::of(&cluster)) {
+                match breaker.try_request(&CircuitLimits::of(cluster)) {
                     Ok(guard) => Some(guard),
                     Err(refused) => {
                         return CircuitFuture {

@@ -68,6 +68,8 @@ pub struct ClusterState {
     pub lb: crate::balance::LbState,
     /// Retries in flight against the DestinationRule `retryBudget`.
     pub retry_budget: crate::resilience::retry::RetryBudgetState,
+    /// The pools of the cluster's endpoints, remembered to skip the pool registry's lock.
+    pools: crate::pool::PoolCache,
 }
 
 impl ClusterState {
@@ -77,6 +79,11 @@ impl ClusterState {
             return 0;
         }
         self.next.fetch_add(1, Ordering::Relaxed) % n
+    }
+
+    /// The memo of the cluster's endpoint pools.
+    pub(crate) fn pool_cache(&self) -> &crate::pool::PoolCache {
+        &self.pools
     }
 
     /// Counts a request sent to the cluster.

@@ -322,6 +322,8 @@ pub type BudgetAccess = fn(&ClusterState) -> &RetryBudgetState;
 #[derive(Clone, Copy)]
 pub struct BudgetGate {
     access: BudgetAccess,
+    /// A stand-in for the clock where the budget state does not read it.
+    epoch: tokio::time::Instant,
 }
 
 impl fmt::Debug for BudgetGate {
@@ -333,7 +335,10 @@ impl fmt::Debug for BudgetGate {
 impl BudgetGate {
     /// A gate reading each destination's budget state through `access`.
     pub fn new(access: BudgetAccess) -> Self {
-        BudgetGate { access }
+        BudgetGate {
+            access,
+            epoch: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -370,7 +375,13 @@ impl RetryGate for BudgetGate {
 
     fn start_try(&self, cluster: &Arc<Cluster>, retry: bool) -> BudgetGuard {
         let budget = cluster.policy().retry_budget.as_ref();
-        (self.access)(cluster.state()).begin_try(budget, retry, tokio::time::Instant::now());
+        // The clock is read only when a budget interval counts this try.
+        let now = if !retry && budget.is_some_and(|b| b.budget_interval.is_some()) {
+            tokio::time::Instant::now()
+        } else {
+            self.epoch
+        };
+        (self.access)(cluster.state()).begin_try(budget, retry, now);
         BudgetGuard {
             cluster: cluster.clone(),
             access: self.access,
@@ -491,31 +502,35 @@ impl<S, G> Layer<S> for RetryLayer<G> {
     fn layer(&self, inner: S) -> Self::Service {
         RetryService {
             inner,
-            gate: self.gate.clone(),
-            replay_limit: self.replay_limit,
-            jitter: self.jitter.clone(),
-            events: self.events.clone(),
+            shared: Arc::new(RetryShared {
+                gate: self.gate.clone(),
+                replay_limit: self.replay_limit,
+                jitter: self.jitter.clone(),
+                events: self.events.clone(),
+            }),
         }
     }
 }
 
-/// The service of [`RetryLayer`].
-pub struct RetryService<S, G = NoGate> {
-    inner: S,
+/// What every request of a [`RetryService`] shares: one `Arc` to clone per request.
+struct RetryShared<G> {
     gate: Arc<G>,
     replay_limit: usize,
     jitter: Arc<Jitter>,
     events: Option<EventSink>,
 }
 
+/// The service of [`RetryLayer`].
+pub struct RetryService<S, G = NoGate> {
+    inner: S,
+    shared: Arc<RetryShared<G>>,
+}
+
 impl<S: Clone, G> Clone for RetryService<S, G> {
     fn clone(&self) -> Self {
         RetryService {
             inner: self.inner.clone(),
-            gate: self.gate.clone(),
-            replay_limit: self.replay_limit,
-            jitter: self.jitter.clone(),
-            events: self.events.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -524,7 +539,7 @@ impl<S: fmt::Debug, G> fmt::Debug for RetryService<S, G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryService")
             .field("inner", &self.inner)
-            .field("replay_limit", &self.replay_limit)
+            .field("replay_limit", &self.shared.replay_limit)
             .finish_non_exhaustive()
     }
 }
@@ -610,10 +625,7 @@ where
         let run = RetryRun {
             policy,
             cluster,
-            gate: self.gate.clone(),
-            jitter: self.jitter.clone(),
-            events: self.events.clone(),
-            replay_limit: self.replay_limit,
+            shared: self.shared.clone(),
         };
         RetryFuture {
             kind: Kind::Retrying {
@@ -636,10 +648,7 @@ enum Replay {
 struct RetryRun<G> {
     policy: RetryPolicy,
     cluster: Arc<Cluster>,
-    gate: Arc<G>,
-    jitter: Arc<Jitter>,
-    events: Option<EventSink>,
-    replay_limit: usize,
+    shared: Arc<RetryShared<G>>,
 }
 
 impl<G: RetryGate> RetryRun<G> {
@@ -657,7 +666,7 @@ impl<G: RetryGate> RetryRun<G> {
         let (replay, first_body) = if body.is_end_stream() {
             (Replay::Empty, body)
         } else {
-            let original = ReplayBody::new(body, self.replay_limit);
+            let original = ReplayBody::new(body, self.shared.replay_limit);
             match original.replay() {
                 Some(first) => (Replay::Body(original), body::boxed(first)),
                 // Known to be over the cap: the original streams untouched, once.
@@ -671,7 +680,7 @@ impl<G: RetryGate> RetryRun<G> {
         loop {
             let mut req: Request<MeshBody> = Request::from_parts(clone_parts(&parts), next_body);
             req.extensions_mut().insert(ctx.for_attempt(retries + 1));
-            let try_guard = self.gate.start_try(&self.cluster, retries > 0);
+            let try_guard = self.shared.gate.start_try(&self.cluster, retries > 0);
             let fut: F = svc.call(req);
             let result = match self.policy.per_try_timeout {
                 Some(limit) => match tokio::time::timeout(limit, fut).await {
@@ -703,7 +712,7 @@ impl<G: RetryGate> RetryRun<G> {
                     return result;
                 }
             };
-            match self.gate.admit_retry(&self.cluster) {
+            match self.shared.gate.admit_retry(&self.cluster) {
                 Ok(guard) => retry_guard = Some(guard),
                 Err(refused) => {
                     self.emit(|cluster| RetryEvent::RetryRefused { cluster, refused });
@@ -720,7 +729,7 @@ impl<G: RetryGate> RetryRun<G> {
             // Release the discarded response (and its connection) before waiting.
             drop(result);
             retries += 1;
-            let wait = self.policy.backoff.delay(retries, &self.jitter);
+            let wait = self.policy.backoff.delay(retries, &self.shared.jitter);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
@@ -730,7 +739,7 @@ impl<G: RetryGate> RetryRun<G> {
     }
 
     fn emit(&self, event: impl FnOnce(ClusterKey) -> RetryEvent) {
-        if let Some(sink) = &self.events {
+        if let Some(sink) = &self.shared.events {
             sink(event(self.cluster.key().clone()));
         }
     }
