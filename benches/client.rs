@@ -12,9 +12,11 @@
 //!   VirtualService; requests to `http://my-app/` through `mesh.client()` with
 //!   `tower::ServiceExt::oneshot`.
 //!
+//! A third contender is the routing core alone: `RouteLayer` over `Upstream` (route, endpoint
+//! pick, pool), without the resilience layers the `MeshClient` stacks between them.
+//!
 //! Each is warmed up once (connections opened), then `ROUNDS` alternating rounds are timed;
-//! the table shows the median requests/s of each and the ratio mesh / bare (the issue's
-//! target is ≥ 0.90). A sequential pass (one task, one connection) gives the per-request
+//! the table shows the median requests/s of each and the ratios to bare. A sequential pass (one task, one connection) gives the per-request
 //! latency of each, where the mesh's own overhead is not hidden by concurrency, and splits
 //! the mesh's cost: the endpoint pool alone (`mesh.pools()` → `Pool::send`, the pool the
 //! mesh uses, absolute URI, no routing) and `RouteLayer` alone (over an inner service that
@@ -212,6 +214,39 @@ async fn run_mesh_timed(
     started.elapsed()
 }
 
+/// Like [`run_mesh`] through the routing core alone: `RouteLayer` over `Upstream` (route,
+/// endpoint pick, pool), without the resilience layers.
+async fn run_routing(mesh: &Mesh, total: usize, tasks: usize) -> Duration {
+    let started = Instant::now();
+    let handles: Vec<_> = shares(total, tasks)
+        .map(|n| {
+            let svc = RouteLayer::new(mesh.clone()).layer(tower_mesh::Upstream::new(mesh));
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    let req = Request::get("http://my-app/")
+                        .body(tower_mesh::body::empty())
+                        .expect("request");
+                    // Called directly (not `oneshot`) so the task's future is provably `Send`.
+                    let mut s = svc.clone();
+                    std::future::poll_fn(|cx| {
+                        tower::Service::<Request<MeshBody>>::poll_ready(&mut s, cx)
+                    })
+                    .await
+                    .expect("ready");
+                    let resp = tower::Service::call(&mut s, req).await.expect("infallible");
+                    assert!(resp.status().is_success(), "{:?}", resp.status());
+                    let body = resp.into_body().collect().await.expect("body");
+                    assert_eq!(body.to_bytes().len(), BODY.len());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("routing task");
+    }
+    started.elapsed()
+}
+
 /// The `p`-quantile (0..1) of `v`.
 fn quantile(v: &mut [Duration], p: f64) -> Duration {
     v.sort_unstable();
@@ -310,8 +345,10 @@ fn main() {
         // Warm-up: connections open, allocator and caches warm.
         run_bare(&mut bare, requests / 10).await;
         run_mesh(&mesh, requests / 10, concurrency).await;
+        run_routing(&mesh, requests / 10, concurrency).await;
 
         let (mut bare_rps, mut mesh_rps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut routing_rps, mut routing_ratios) = (Vec::new(), Vec::new());
         let (mut bare_lat, mut mesh_lat) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
             let b = requests as f64
@@ -322,10 +359,18 @@ fn main() {
                 / run_mesh_timed(&mesh, requests, concurrency, &mut mesh_lat)
                     .await
                     .as_secs_f64();
+            let r = requests as f64
+                / run_routing(&mesh, requests, concurrency)
+                    .await
+                    .as_secs_f64();
             println!(
-                "  round {round}: bare {b:>9.0} req/s   mesh {m:>9.0} req/s   ratio {:.3}",
-                m / b
+                "  round {round}: bare {b:>9.0} req/s   mesh {m:>9.0} req/s   ratio {:.3}   \
+                 routing core {r:>9.0} req/s   ratio {:.3}",
+                m / b,
+                r / b
             );
+            routing_rps.push(r);
+            routing_ratios.push(r / b);
             bare_rps.push(b);
             mesh_rps.push(m);
             ratios.push(m / b);
@@ -336,26 +381,22 @@ fn main() {
         println!("  |--------------------------------|----------------|");
         println!("  | bare hyper http1 connections   | {b:>14.0} |");
         println!("  | MeshClient (80/20 VS, DR, SE)  | {m:>14.0} |");
+        let r = median(routing_rps);
+        println!("  | routing core (Route+Upstream)  | {r:>14.0} |");
         println!(
-            "  | ratio mesh / bare              | {:>14.3} |  (median of per-round ratios {:.3}; targets: >= 0.90 routing only, >= 0.85 full stack)",
+            "  | ratio routing core / bare      | {:>14.3} |  (median of per-round ratios {:.3})",
+            r / b,
+            median(routing_ratios)
+        );
+        println!(
+            "  | ratio MeshClient / bare        | {:>14.3} |  (median of per-round ratios {:.3})",
             m / b,
             median(ratios)
         );
-        let (b50, b99) = (quantile(&mut bare_lat, 0.50), quantile(&mut bare_lat, 0.99));
-        let (m50, m99) = (quantile(&mut mesh_lat, 0.50), quantile(&mut mesh_lat, 0.99));
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        println!(
-            "  | latency p50 bare / mesh (µs)   | {:>6.0} / {:<6.0} |  ratio {:.3}",
-            us(b50),
-            us(m50),
-            us(m50) / us(b50).max(1e-9)
-        );
-        println!(
-            "  | latency p99 bare / mesh (µs)   | {:>6.0} / {:<6.0} |  ratio {:.3} (target <= 1.2)",
-            us(b99),
-            us(m99),
-            us(m99) / us(b99).max(1e-9)
-        );
+        // Latency under this load is not comparable: the bare tasks run nearly one request at
+        // a time (rate x latency ~ 1 in flight) while the mesh keeps all 16 in flight; the
+        // latency comparison is the sequential pass below.
+        drop((bare_lat, mesh_lat));
 
         // Sequential: one request at a time on one connection, per-request latency.
         let seq = (requests / 4).max(1);
@@ -366,9 +407,10 @@ fn main() {
         let per_req = |d: Duration| d.as_secs_f64() * 1e6 / seq as f64;
         let (mut bare_us, mut mesh_us, mut pool_us, mut route_us, mut noop_us) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut bare_lat, mut mesh_lat) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            bare_us.push(per_req(run_bare(&mut one, seq).await));
-            mesh_us.push(per_req(run_mesh(&mesh, seq, 1).await));
+            bare_us.push(per_req(run_bare_timed(&mut one, seq, &mut bare_lat).await));
+            mesh_us.push(per_req(run_mesh_timed(&mesh, seq, 1, &mut mesh_lat).await));
             pool_us.push(per_req(run_pool(&mesh, addr, seq).await));
             route_us.push(per_req(run_route_only(&mesh, seq, true).await));
             noop_us.push(per_req(run_route_only(&mesh, seq, false).await));
@@ -384,6 +426,16 @@ fn main() {
             "    RouteLayer alone (no network)      {r:>6.2}   (+{:.2} over its inner service alone)",
             r - n
         );
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        for (name, p) in [("p50", 0.50), ("p99", 0.99)] {
+            let (b, m) = (quantile(&mut bare_lat, p), quantile(&mut mesh_lat, p));
+            println!(
+                "    latency {name} bare / MeshClient     {:>6.2} / {:.2} µs   (ratio {:.2})",
+                us(b),
+                us(m),
+                us(m) / us(b).max(1e-9)
+            );
+        }
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
 }
