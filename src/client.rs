@@ -80,13 +80,17 @@ pub(crate) fn build_stack(pools: Pools, events: broadcast::Sender<MeshEvent>, se
         .gate(MeshGate {
             budget: BudgetGate::new(|s| &s.retry_budget),
         })
-        .on_event(move |event| {
-            if let RetryEvent::RetryRefused { cluster, refused } = event {
+        .on_event(move |event| match event {
+            RetryEvent::RetryRefused { cluster, refused } => {
                 let _ = retry_events.send(MeshEvent::RetryRefused {
                     cluster,
                     limit: refused.limit,
                 });
             }
+            RetryEvent::Outlier { cluster, event } => {
+                send_outlier_events(&retry_events, &cluster, vec![event]);
+            }
+            _ => {}
         })
         .layer(cluster.clone());
     let timeout = TimeoutLayer::new().layer(retry);

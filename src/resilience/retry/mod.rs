@@ -244,6 +244,15 @@ impl TryContext {
             .push(addr);
     }
 
+    /// The endpoint the latest try went to, if it got as far as choosing one.
+    pub fn last_tried(&self) -> Option<SocketAddr> {
+        self.tried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last()
+            .copied()
+    }
+
     /// The endpoints tried so far by this request, in order.
     pub fn tried(&self) -> Vec<SocketAddr> {
         self.tried
@@ -417,6 +426,13 @@ pub enum RetryEvent {
     BodyNotReplayable {
         /// The destination.
         cluster: ClusterKey,
+    },
+    /// Outlier detection changed its mind about an endpoint after a try timed out.
+    Outlier {
+        /// The destination.
+        cluster: ClusterKey,
+        /// What happened (ejected, returned).
+        event: crate::resilience::outlier::OutlierEvent,
     },
 }
 
@@ -685,7 +701,10 @@ impl<G: RetryGate> RetryRun<G> {
             let result = match self.policy.per_try_timeout {
                 Some(limit) => match tokio::time::timeout(limit, fut).await {
                     Ok(result) => result,
-                    Err(_) => Err(Error::Timeout { timeout: limit }),
+                    Err(_) => {
+                        self.report_timeout(&ctx);
+                        Err(Error::Timeout { timeout: limit })
+                    }
                 },
                 None => fut.await,
             };
@@ -735,6 +754,31 @@ impl<G: RetryGate> RetryRun<G> {
             }
             ServiceExt::<Request<MeshBody>>::ready(&mut svc).await?;
             next_body = body;
+        }
+    }
+
+    /// A try that `perTryTimeout` abandoned counts against its endpoint in outlier
+    /// detection, as Envoy counts an upstream timeout as a local-origin failure (the try's
+    /// future is dropped, so the layers below never see its end).
+    fn report_timeout(&self, ctx: &TryContext) {
+        let Some(od) = &self.cluster.policy().outlier_detection else {
+            return;
+        };
+        let Some(addr) = ctx.last_tried() else {
+            return;
+        };
+        let endpoints = self.cluster.endpoints().load();
+        let events = self.cluster.state().outlier.record(
+            addr,
+            crate::resilience::outlier::Outcome::LocalOrigin(
+                crate::resilience::outlier::LocalFailure::Timeout,
+            ),
+            od,
+            &endpoints,
+            std::time::Instant::now(),
+        );
+        for event in events {
+            self.emit(|cluster| RetryEvent::Outlier { cluster, event });
         }
     }
 

@@ -761,3 +761,36 @@ impl<T> futures_core::Stream for ChannelStream<T> {
         self.0.poll_recv(cx)
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_per_try_timeout_counts_against_its_endpoint_in_outlier_detection() {
+    let m = mesh(
+        "    retries: {attempts: 1, retryOn: 5xx, perTryTimeout: 100ms}",
+        Some("{outlierDetection: {consecutiveGatewayErrors: 1, maxEjectionPercent: 100}}"),
+    );
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let script = Script::new(&[Step::Stall, OK]);
+    let retry = RetryLayer::new().seed(1).on_event(move |e| {
+        sink.lock().expect("lock").push(e);
+    });
+    let mut svc = stack(&m, retry, &script);
+    assert_eq!(send(&mut svc, get()).await.status(), 200);
+    // The stalled try went to 127.0.0.1:80; its timeout (a gateway error, local origin not
+    // split) ejected it.
+    let first: SocketAddr = ([127, 0, 0, 1], 80).into();
+    let ejected = events.lock().expect("lock").iter().any(|e| {
+        matches!(e, RetryEvent::Outlier {
+            event: crate::resilience::outlier::OutlierEvent::Ejected { addr, .. }, ..
+        } if *addr == first)
+    });
+    assert!(ejected, "{:?}", events.lock().expect("lock"));
+    let snap = m.snapshot();
+    let cluster = snap.clusters().next().expect("a cluster");
+    assert!(
+        cluster
+            .state()
+            .outlier
+            .is_ejected(&first, std::time::Instant::now())
+    );
+}
