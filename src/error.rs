@@ -281,8 +281,8 @@ impl ResponseFlags {
         }
     }
 
-    /// The header value: the Display form (`UF,URX`, `-`).
-    fn header_value(self) -> HeaderValue {
+    /// The value of [`FLAG_HEADER`]: the Display form (`UF,URX`, `-`).
+    pub fn header_value(self) -> HeaderValue {
         let mut flags = self.iter();
         match (flags.next(), flags.next()) {
             (None, _) => HeaderValue::from_static("-"),

@@ -44,6 +44,7 @@ use tower::{Layer, Service};
 
 use crate::body::MeshBody;
 use crate::config::virtual_service::{Abort, Delay, HttpFaultInjection};
+use crate::error::is_grpc_request;
 use crate::error::{Error, GrpcStatus, ResponseFlag, ResponseFlags};
 use crate::mesh::Dice;
 use crate::route::RouteDecision;
@@ -282,8 +283,9 @@ pin_project_lite::pin_project! {
         },
         // After the delay: driving the clone of the inner service to readiness.
         Readying { svc: Option<S>, req: Option<Request<MeshBody>> },
-        // After the delay: the inner call, whose response gets the `DI` flag.
-        Delayed { #[pin] fut: F },
+        // After the delay: the inner call, whose response gets the `DI` flag (`grpc`: how to
+        // answer an error, which then carries `DI` too).
+        Delayed { #[pin] fut: F, grpc: bool },
     }
 }
 
@@ -298,6 +300,19 @@ impl<S, F> fmt::Debug for FaultFuture<S, F> {
         };
         f.debug_tuple("FaultFuture").field(&what).finish()
     }
+}
+
+/// The mesh's answer for `err` on a request that was delayed first: Envoy logs both flags
+/// (`DI,FI` for a delay then an abort, `DI,UT`, ...), so the answer is made here, where the
+/// delay is known, with `DI` added to its flags and its flag header.
+fn delayed_answer(err: &Error, grpc: bool) -> Response<MeshBody> {
+    let mut resp = crate::route::layer::answer(err, grpc);
+    ResponseFlags::record(resp.extensions_mut(), ResponseFlag::DelayInjected);
+    if let Some(flags) = resp.extensions().get::<ResponseFlags>().copied() {
+        resp.headers_mut()
+            .insert(crate::error::FLAG_HEADER, flags.header_value());
+    }
+    resp
 }
 
 /// The answer of a fault future polled again after it completed.
@@ -329,9 +344,10 @@ where
                         return Poll::Pending;
                     }
                     if let Some(abort) = abort.take() {
+                        let grpc = req.as_ref().is_some_and(|r| is_grpc_request(r.headers()));
                         let err = abort.to_error();
                         state.set(State::Abort { err: None });
-                        return Poll::Ready(Err(err));
+                        return Poll::Ready(Ok(delayed_answer(&err, grpc)));
                     }
                     let (svc, req) = (svc.take(), req.take());
                     state.set(State::Readying { svc, req });
@@ -340,11 +356,12 @@ where
                     let Some(inner) = svc.as_mut() else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
+                    let grpc = req.as_ref().is_some_and(|r| is_grpc_request(r.headers()));
                     match inner.poll_ready(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => {
                             state.set(State::Abort { err: None });
-                            return Poll::Ready(Err(e));
+                            return Poll::Ready(Ok(delayed_answer(&e, grpc)));
                         }
                         Poll::Ready(Ok(())) => {}
                     }
@@ -352,10 +369,13 @@ where
                         return Poll::Ready(Err(polled_after_completion()));
                     };
                     let fut = inner.call(req);
-                    state.set(State::Delayed { fut });
+                    state.set(State::Delayed { fut, grpc });
                 }
-                StateProj::Delayed { fut } => {
-                    let mut resp = std::task::ready!(fut.poll(cx))?;
+                StateProj::Delayed { fut, grpc } => {
+                    let mut resp = match std::task::ready!(fut.poll(cx)) {
+                        Ok(resp) => resp,
+                        Err(err) => return Poll::Ready(Ok(delayed_answer(&err, *grpc))),
+                    };
                     ResponseFlags::record(resp.extensions_mut(), ResponseFlag::DelayInjected);
                     return Poll::Ready(Ok(resp));
                 }
@@ -712,6 +732,29 @@ spec:
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_delayed_request_that_then_fails_keeps_di_in_its_flags() {
+        let mesh = mesh_with_fault("{delay: {fixedDelay: 1s, percentage: {value: 100}}}");
+        let inner = tower::service_fn(|_req: Request<MeshBody>| async {
+            Err::<Response<MeshBody>, _>(Error::UpstreamReset {
+                reason: crate::error::ResetReason::ConnectionFailure,
+                transport_failure: None,
+            })
+        });
+        let svc = RouteLayer::new(mesh.clone()).layer(FaultLayer::new(Some(3)).layer(inner));
+        let Ok(resp) = svc.oneshot(request(false)).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(flag(&resp), Some("UF,DI"));
+        let Ok(resp) = RouteLayer::new(mesh.clone())
+            .layer(FaultLayer::new(Some(3)).layer(inner))
+            .oneshot(request(true))
+            .await;
+        // gRPC callers get the trailers-only answer, with both flags too.
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers().contains_key("grpc-status"));
+        assert_eq!(flag(&resp), Some("UF,DI"));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn delay_then_abort_when_both_fire() {
         let mesh = mesh_with_fault(
             "{delay: {fixedDelay: 2s, percentage: {value: 100}}, \
@@ -724,7 +767,8 @@ spec:
         let Ok(resp) = ready.call(request(false)).await;
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(flag(&resp), Some("FI"));
+        // Envoy logs both: the delay happened, then the abort.
+        assert_eq!(flag(&resp), Some("DI,FI"));
         assert_eq!(calls.load(Ordering::Relaxed), 0);
     }
 
