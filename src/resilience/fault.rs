@@ -13,7 +13,9 @@
 //!   retry layer below, never sees the request: an abort is never retried.
 //!
 //! Delay and abort each roll their own dice, as Envoy does; when both fire the request is
-//! delayed, then aborted (Envoy's order). The layer sits above the timeout layer, so an
+//! delayed, then aborted (Envoy's order). After an injected delay, an abort or an error of the
+//! inner service is answered here as the mesh's response carrying `DI` too (`DI,FI`,
+//! `UF,DI`): errors carry no flags of their own, and Envoy logs both. The layer sits above the timeout layer, so an
 //! injected delay elapses before the route `timeout` starts, as with Envoy's fault filter,
 //! which runs before the router.
 //!
