@@ -693,8 +693,16 @@ impl<G: RetryGate> RetryRun<G> {
         let mut retries: u32 = 0;
         let mut next_body = first_body;
         let mut retry_guard: Option<G::RetryGuard> = None;
+        // The first try takes the request as it came, extensions and all; retries are rebuilt
+        // from a copy of its head and the routing decision (what the layers below read).
+        let head = Head::of(&parts);
+        let mut first = Some(parts);
         loop {
-            let mut req: Request<MeshBody> = Request::from_parts(clone_parts(&parts), next_body);
+            let parts = match first.take() {
+                Some(parts) => parts,
+                None => head.parts(),
+            };
+            let mut req: Request<MeshBody> = Request::from_parts(parts, next_body);
             req.extensions_mut().insert(ctx.for_attempt(retries + 1));
             let try_guard = self.shared.gate.start_try(&self.cluster, retries > 0);
             let fut: F = svc.call(req);
@@ -814,12 +822,39 @@ fn exhausted(
 }
 
 /// A copy of a request's head (method, URI, version, headers, extensions) for another try.
-fn clone_parts(parts: &Parts) -> Parts {
-    let mut req = Request::new(());
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    *req.extensions_mut() = parts.extensions.clone();
-    req.into_parts().0
+/// What a retry is rebuilt from: the request head and its [`RouteDecision`]. Other
+/// extensions reach the first try only (nothing below the retry layer reads them).
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    decision: Option<crate::route::RouteDecision>,
+}
+
+impl Head {
+    fn of(parts: &Parts) -> Self {
+        Head {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            decision: parts
+                .extensions
+                .get::<crate::route::RouteDecision>()
+                .cloned(),
+        }
+    }
+
+    fn parts(&self) -> Parts {
+        let mut req = Request::new(());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        if let Some(d) = &self.decision {
+            req.extensions_mut().insert(d.clone());
+        }
+        req.into_parts().0
+    }
 }
