@@ -447,6 +447,10 @@ type EventSink = Arc<dyn Fn(RetryEvent) + Send + Sync>;
 /// Only requests routed to a cluster are retried (Istio's passthrough route has no retry
 /// policy); a request without a [`RouteDecision`] passes through. A route without `retries`
 /// gets Istio's default policy.
+///
+/// The first try is the request as it came, with all its extensions; a retry is rebuilt from
+/// the request's method, URI, version and headers, with the [`RouteDecision`] and a fresh
+/// [`TryContext`] as its only extensions.
 #[derive(Clone)]
 pub struct RetryLayer<G = NoGate> {
     gate: Arc<G>,
