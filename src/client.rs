@@ -273,10 +273,17 @@ impl Service<Request<MeshBody>> for Upstream {
                 let avoid = |a: &SocketAddr| tries.as_ref().is_some_and(|t| t.should_avoid(a));
                 let ejected = |a: &SocketAddr| view.as_ref().is_some_and(|v| v.is_excluded(a));
                 let panic = view.as_ref().is_some_and(|v| v.panic());
-                let ctx = PickContext::new(now)
+                let tried = |a: &SocketAddr| tries.as_ref().is_some_and(|t| t.was_tried(a));
+                let mut ctx = PickContext::new(now)
                     .request(&req)
                     .avoid(&avoid)
                     .ejected(&ejected, panic);
+                if tries
+                    .as_ref()
+                    .is_some_and(|t| t.is_retry() && t.retry_remote_localities())
+                {
+                    ctx = ctx.tried_remote(&tried);
+                }
                 let pick = cluster
                     .balancer()
                     .pick(&cluster.state().lb, &endpoints, &ctx);

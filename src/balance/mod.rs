@@ -112,6 +112,11 @@ pub struct PickContext<'a> {
     /// Panic mode (healthy share below `outlierDetection.minHealthPercent`): every endpoint
     /// counts as healthy.
     pub panic: bool,
+    /// For a retry with `retryRemoteLocalities: true`: the endpoints earlier tries went to.
+    /// Their locality priority levels are left out of this pick (Envoy's
+    /// `previous_priorities` retry predicate, which Istio configures for that field), so the
+    /// retry goes to the next locality; when that leaves no level, all levels count again.
+    pub tried_remote: Option<&'a (dyn Fn(&SocketAddr) -> bool + Sync)>,
 }
 
 impl std::fmt::Debug for PickContext<'_> {
@@ -123,6 +128,7 @@ impl std::fmt::Debug for PickContext<'_> {
             .field("avoid", &self.avoid.is_some())
             .field("ejected", &self.ejected.is_some())
             .field("panic", &self.panic)
+            .field("tried_remote", &self.tried_remote.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -138,7 +144,15 @@ impl<'a> PickContext<'a> {
             avoid: None,
             ejected: None,
             panic: false,
+            tried_remote: None,
         }
+    }
+
+    /// For a retry under `retryRemoteLocalities`: `tried` says which endpoints earlier tries
+    /// went to; their locality levels are skipped when another level can serve.
+    pub fn tried_remote(mut self, tried: &'a (dyn Fn(&SocketAddr) -> bool + Sync)) -> Self {
+        self.tried_remote = Some(tried);
+        self
     }
 
     /// With the request's headers and query (from its URI).
@@ -487,10 +501,40 @@ impl Balancer {
         let ejected = |i: usize| !ctx.panic && ctx.ejected.is_some_and(|f| addr(i).is_some_and(f));
         let level = match &topo.locality {
             None => None,
-            Some(view) => match view.choose_level(|i| !ejected(i), state.below(100)) {
-                Some(l) => Some((view, l)),
-                None => return Pick::None,
-            },
+            Some(view) => {
+                // retryRemoteLocalities: the levels earlier tries went to sit this pick out.
+                let skipped: Vec<u8> = match ctx.tried_remote {
+                    Some(tried) => topo
+                        .endpoints
+                        .iter()
+                        .zip(view.priority.iter())
+                        .filter(|(e, _)| tried(&e.addr))
+                        .filter_map(|(_, p)| *p)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let roll = state.below(100);
+                let elsewhere = (!skipped.is_empty())
+                    .then(|| {
+                        view.choose_level(
+                            |i| {
+                                !ejected(i)
+                                    && view
+                                        .priority
+                                        .get(i)
+                                        .copied()
+                                        .flatten()
+                                        .is_none_or(|p| !skipped.contains(&p))
+                            },
+                            roll,
+                        )
+                    })
+                    .flatten();
+                match elsewhere.or_else(|| view.choose_level(|i| !ejected(i), roll)) {
+                    Some(l) => Some((view, l)),
+                    None => return Pick::None,
+                }
+            }
         };
         let allowed = |i: usize| {
             !ejected(i)

@@ -644,3 +644,28 @@ fn table_sizes() {
     assert_eq!(super::hash::Ring::build(&[], 1024).find(1, |_| true), None);
     assert_eq!(super::hash::Maglev::build(&[], 7).find(1, |_| true), None);
 }
+
+#[test]
+fn retry_remote_localities_moves_a_retry_to_the_next_locality() {
+    // Two local endpoints and two in another region; failover on (outlier detection set).
+    let e = located(&["r1/z1/s1", "r1/z1/s1", "r2/z1/s1", "r2/z1/s1"]);
+    let b = Balancer::for_policy(&with_locality(None, true), Some("r1/z1/s1"));
+    let st = LbState::with_seed(5);
+    let first_try = e[0].addr;
+    let tried = move |a: &SocketAddr| *a == first_try;
+    for _ in 0..200 {
+        // Without retryRemoteLocalities a retry stays local (previous-host avoidance picks
+        // the other local endpoint).
+        let ctx = PickContext::new(Instant::now()).avoid(&tried);
+        assert_eq!(idx(&b.pick(&st, &e, &ctx)), 1);
+        // With it, the local level the first try went to sits out: the retry goes remote.
+        let ctx = PickContext::new(Instant::now())
+            .avoid(&tried)
+            .tried_remote(&tried);
+        assert!(idx(&b.pick(&st, &e, &ctx)) >= 2);
+    }
+    // When every level was tried, all levels count again (no Pick::None).
+    let all = |_: &SocketAddr| true;
+    let ctx = PickContext::new(Instant::now()).tried_remote(&all);
+    assert!(matches!(b.pick(&st, &e, &ctx), Pick::Endpoint { .. }));
+}
