@@ -35,6 +35,7 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod config;
+mod dice;
 pub mod error;
 pub mod mesh;
 #[cfg(feature = "metrics")]

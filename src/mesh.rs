@@ -47,11 +47,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+
+use crate::dice::Dice;
 use tokio::sync::broadcast;
 
 use crate::client::MeshClient;
@@ -227,39 +228,6 @@ pub struct ReloadSummary {
     pub warnings: Vec<ValidationError>,
     /// Time spent reading, validating and compiling.
     pub took: Duration,
-}
-
-/// A source of random numbers for weighted choices: a counter mixed by SplitMix64, so it is
-/// lock-free, and exactly reproducible for a fixed seed and request order.
-#[derive(Debug)]
-pub(crate) struct Dice {
-    seed: u64,
-    counter: AtomicU64,
-}
-
-impl Dice {
-    pub(crate) fn new(seed: u64) -> Self {
-        Dice {
-            seed,
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    /// A uniformly distributed value in `0..n` (`0` when `n == 0`).
-    pub(crate) fn roll(&self, n: u64) -> u64 {
-        if n == 0 {
-            return 0;
-        }
-        let i = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut z = self
-            .seed
-            .wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        // Lemire's multiply-shift: unbiased enough for weights (bias < n / 2^64).
-        ((u128::from(z) * u128::from(n)) >> 64) as u64
-    }
 }
 
 pub(crate) struct MeshInner {
@@ -761,7 +729,7 @@ impl MeshBuilder {
             1,
         )
         .map_err(Error::Config)?;
-        let seed = self.seed.unwrap_or_else(random_seed);
+        let seed = self.seed.unwrap_or_else(crate::dice::os_seed);
         let pools = match self.connector {
             Some(c) => Pools::new(c),
             None => Pools::default(),
@@ -789,18 +757,6 @@ impl MeshBuilder {
                 metrics: self.metrics,
             }),
         })
-    }
-}
-
-/// A seed from the OS, or from the clock if the OS has none to give.
-fn random_seed() -> u64 {
-    use rand::{RngCore, SeedableRng, rngs::SmallRng};
-    match SmallRng::try_from_os_rng() {
-        Ok(mut rng) => rng.next_u64(),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x5EED),
     }
 }
 
@@ -859,22 +815,5 @@ spec:
             errors.iter().any(|e| e.path.contains("weight")),
             "{errors:?}"
         );
-    }
-
-    #[test]
-    fn dice_are_reproducible_and_uniform_enough() {
-        let a = Dice::new(7);
-        let b = Dice::new(7);
-        let xs: Vec<u64> = (0..100).map(|_| a.roll(100)).collect();
-        let ys: Vec<u64> = (0..100).map(|_| b.roll(100)).collect();
-        assert_eq!(xs, ys);
-        assert!(xs.iter().all(|x| *x < 100));
-        let d = Dice::new(1);
-        let n = 100_000;
-        let low = (0..n).filter(|_| d.roll(100) < 80).count();
-        let share = low as f64 / n as f64;
-        assert!((share - 0.8).abs() < 0.01, "share {share}");
-        assert_eq!(d.roll(0), 0);
-        assert_eq!(d.roll(1), 0);
     }
 }

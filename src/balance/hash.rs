@@ -28,12 +28,7 @@ pub(crate) fn hash64(seed: u64, bytes: &[u8]) -> u64 {
     mix64(h)
 }
 
-/// The SplitMix64 finalizer.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub(crate) use crate::dice::mix64;
 
 /// The hash of an endpoint address with a suffix (`"10.0.0.1:80_3"` style, as Envoy hashes
 /// `address_i` for ring entries).

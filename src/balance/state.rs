@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 
-use super::hash::{Maglev, Ring, mix64};
+use super::hash::{Maglev, Ring};
 use super::locality::{LocalityPlan, LocalityView};
+use crate::dice::Dice;
 use crate::registry::Endpoint;
 
 /// Which consistent-hash table a balancer needs.
@@ -232,8 +233,7 @@ fn edf_sequence(endpoints: &[Endpoint]) -> Vec<u32> {
 pub struct LbState {
     topology: ArcSwapOption<Topology>,
     cursor: AtomicU64,
-    seed: u64,
-    dice: AtomicU64,
+    dice: Dice,
 }
 
 impl fmt::Debug for LbState {
@@ -251,7 +251,7 @@ impl fmt::Debug for LbState {
 impl Default for LbState {
     /// A state with a random seed from the OS.
     fn default() -> Self {
-        LbState::with_seed(random_seed())
+        LbState::with_seed(crate::dice::os_seed())
     }
 }
 
@@ -262,8 +262,7 @@ impl LbState {
         LbState {
             topology: ArcSwapOption::empty(),
             cursor: AtomicU64::new(0),
-            seed,
-            dice: AtomicU64::new(0),
+            dice: Dice::new(seed),
         }
     }
 
@@ -296,11 +295,7 @@ impl LbState {
 
     /// A uniformly distributed `u64`.
     pub(crate) fn random(&self) -> u64 {
-        let i = self.dice.fetch_add(1, Ordering::Relaxed);
-        mix64(
-            self.seed
-                .wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-        )
+        self.dice.next_u64()
     }
 
     /// A uniformly distributed value in `0..n` (0 when `n == 0`).
@@ -360,17 +355,5 @@ impl Drop for InFlightGuard {
         if let Some(c) = &self.counter {
             c.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-}
-
-/// A seed from the OS, or from the clock if the OS has none to give.
-fn random_seed() -> u64 {
-    use rand::{RngCore, SeedableRng, rngs::SmallRng};
-    match SmallRng::try_from_os_rng() {
-        Ok(mut rng) => rng.next_u64(),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x5EED),
     }
 }

@@ -46,9 +46,9 @@ use tower::{Layer, Service};
 
 use crate::body::MeshBody;
 use crate::config::virtual_service::{Abort, Delay, HttpFaultInjection};
+use crate::dice::{Dice, os_seed};
 use crate::error::is_grpc_request;
 use crate::error::{Error, GrpcStatus, ResponseFlag, ResponseFlags};
-use crate::mesh::Dice;
 use crate::route::RouteDecision;
 
 /// Parts per million in 100%: the denominator faults are sampled with.
@@ -185,18 +185,6 @@ impl FaultDice {
 struct Decision {
     delay: Option<Duration>,
     abort: Option<AbortWith>,
-}
-
-/// A seed from the OS, or from the clock when the OS has none to give.
-fn os_seed() -> u64 {
-    use rand::{RngCore, SeedableRng, rngs::SmallRng};
-    match SmallRng::try_from_os_rng() {
-        Ok(mut rng) => rng.next_u64(),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0xFA17),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ use tokio::runtime::Handle;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::body::{self, MeshBody};
+use crate::dice::{Dice, os_seed};
 use crate::error::{BoxError, Error};
-use crate::mesh::Dice;
 use crate::route::RouteDecision;
 use crate::snapshot::Target;
 
@@ -670,18 +670,6 @@ impl Body for Frames {
             h.set_lower(len as u64);
             h
         }
-    }
-}
-
-/// A seed from the OS, or from the clock when the OS has none to give.
-fn os_seed() -> u64 {
-    use rand::{RngCore, SeedableRng, rngs::SmallRng};
-    match SmallRng::try_from_os_rng() {
-        Ok(mut rng) => rng.next_u64(),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x5EAD0),
     }
 }
 

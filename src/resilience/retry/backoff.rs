@@ -5,8 +5,9 @@
 //! `base` is VirtualService `retries.backoff` (Envoy's default 25 ms, Istio passes it as
 //! `retry_back_off.base_interval`), `max` is Envoy's default of 10 × base.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::dice::Dice;
 
 /// Envoy's default base interval (25 ms).
 pub const DEFAULT_BASE: Duration = Duration::from_millis(25);
@@ -63,42 +64,32 @@ impl Backoff {
     }
 }
 
-/// A lock-free source of jitter: a counter mixed by SplitMix64, reproducible for a fixed seed
-/// and call order.
+/// A lock-free source of jitter: the crate's seedable dice (a counter mixed by SplitMix64),
+/// reproducible for a fixed seed and call order.
 #[derive(Debug)]
 pub struct Jitter {
-    seed: u64,
-    counter: AtomicU64,
+    dice: Dice,
 }
 
 impl Jitter {
     /// A jitter source with a fixed seed (reproducible).
     pub fn seeded(seed: u64) -> Self {
         Jitter {
-            seed,
-            counter: AtomicU64::new(0),
+            dice: Dice::new(seed),
         }
     }
 
-    /// A jitter source seeded from the operating system.
+    /// A jitter source seeded from the operating system (or the clock, if the OS has no
+    /// randomness to give).
     pub fn from_os() -> Self {
-        use rand::{RngCore, SeedableRng, rngs::SmallRng};
-        Jitter::seeded(SmallRng::from_os_rng().next_u64())
+        Jitter {
+            dice: Dice::from_os(),
+        }
     }
 
     /// A uniformly distributed value in `0..n` (`0` when `n == 0`).
     pub fn below(&self, n: u64) -> u64 {
-        if n == 0 {
-            return 0;
-        }
-        let i = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut z = self
-            .seed
-            .wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((u128::from(z) * u128::from(n)) >> 64) as u64
+        self.dice.roll(n)
     }
 }
 
