@@ -53,10 +53,10 @@ use crate::pool::{ConnectionLimit, PoolKey, PoolSettings, Pools, TlsPolicy, Upst
 use crate::resilience::circuit::{CircuitBreakerLayer, CircuitBreakerService, CircuitLimits};
 use crate::resilience::fault::{FaultLayer, FaultService};
 use crate::resilience::mirror::{MirrorLayer, MirrorService, MirrorTarget};
-use crate::resilience::outlier::{Outcome, OutlierEvent};
+use crate::resilience::outlier::{LocalFailure, Outcome, OutlierEvent};
 use crate::resilience::retry::{
     BudgetGate, RetryEvent, RetryGate, RetryLayer, RetryRefused, RetryService, TimeoutLayer,
-    TimeoutService, TryContext,
+    TimeoutService, TryContext, timeout::RouteTimeoutExpiry,
 };
 use crate::route::layer::{RouteDecision, RouteFuture, RouteLayer, RouteService};
 use crate::snapshot::{Cluster, ClusterKey, Target};
@@ -329,8 +329,23 @@ impl Service<Request<MeshBody>> for Upstream {
                     .outlier_detection
                     .is_some()
                     .then(|| self.shared.events.clone());
+                // A try the route timeout abandons before its response headers counts as a
+                // local-origin timeout for outlier detection (the guard sees it dropped).
+                let abandoned = events.as_ref().and_then(|events| {
+                    let expiry = req.extensions().get::<RouteTimeoutExpiry>()?.clone();
+                    Some(AbandonGuard {
+                        expiry,
+                        cluster: cluster.clone(),
+                        addr,
+                        events: events.clone(),
+                        armed: true,
+                    })
+                });
                 Box::pin(async move {
                     let result = pool.send(req).await;
+                    if let Some(guard) = abandoned {
+                        guard.disarm();
+                    }
                     if let Some(od) = &cluster.policy().outlier_detection
                         && let Some(events) = &events
                         && let Some(outcome) = Outcome::of_result(&result)
@@ -369,6 +384,45 @@ impl Service<Request<MeshBody>> for Upstream {
 impl Upstream {
     fn outlier_events(&self, cluster: &ClusterKey, events: Vec<OutlierEvent>) {
         send_outlier_events(&self.shared.events, cluster, events);
+    }
+}
+
+/// Held by an upstream try while it waits for its response headers: dropped armed after the
+/// route timeout expired (the timeout layer drops the call), it reports a local-origin
+/// timeout for the endpoint to outlier detection, as Envoy's router does. Dropped armed for
+/// any other reason (the caller went away), it reports nothing.
+struct AbandonGuard {
+    expiry: RouteTimeoutExpiry,
+    cluster: Arc<Cluster>,
+    addr: SocketAddr,
+    events: broadcast::Sender<MeshEvent>,
+    armed: bool,
+}
+
+impl AbandonGuard {
+    /// The try got its answer: nothing to report on drop.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if !self.armed || !self.expiry.expired() {
+            return;
+        }
+        let Some(od) = &self.cluster.policy().outlier_detection else {
+            return;
+        };
+        let endpoints = self.cluster.endpoints().load();
+        let events = self.cluster.state().outlier.record(
+            self.addr,
+            Outcome::LocalOrigin(LocalFailure::Timeout),
+            od,
+            &endpoints,
+            Instant::now(),
+        );
+        send_outlier_events(&self.events, self.cluster.key(), events);
     }
 }
 

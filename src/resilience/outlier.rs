@@ -27,7 +27,10 @@
 //!   connection could not be made or timed out (`UpstreamReset` `ConnectionFailure` /
 //!   `ConnectionTimeout`), the stream was reset or the connection closed before the response,
 //!   or the response broke the protocol (other `UpstreamReset` reasons), or the try timed out
-//!   (`Timeout`). Without `splitExternalLocalOriginErrors` these count as Envoy maps them: a
+//!   (`Timeout`: its `perTryTimeout`, counted by the retry layer, or the route `timeout`
+//!   expiring before the response headers, counted by [`Upstream`](crate::client::Upstream)
+//!   as the timeout layer drops the try; a try dropped because the caller went away counts
+//!   nothing). Without `splitExternalLocalOriginErrors` these count as Envoy maps them: a
 //!   connect failure or reset as a 503, a timeout as a 504 (both 5xx and gateway errors). With
 //!   it, they count only toward `consecutiveLocalOriginFailures`.
 //! * Anything else (a circuit-breaker overflow, no healthy upstream, a fault, a mesh-made

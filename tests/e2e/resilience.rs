@@ -368,6 +368,51 @@ async fn the_route_timeout_caps_the_sum_of_tries() {
     b.set_stall(false);
 }
 
+#[tokio::test]
+async fn a_try_abandoned_by_the_route_timeout_counts_for_outlier_detection() {
+    // No retries: the route timeout, not a per-try timeout, abandons the stalled try. As in
+    // Envoy, that is a local-origin timeout for the endpoint (a gateway error): with
+    // consecutiveGatewayErrors 2, two such calls eject it.
+    let stalled = Backend::start("stalled", &[]);
+    let healthy = Backend::start("healthy", &[]);
+    stalled.set_stall(true);
+    let mesh = mesh(
+        &[&stalled, &healthy],
+        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutiveGatewayErrors: 2, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}}",
+        &["timeout: 100ms", "retries: {attempts: 0}"],
+    );
+    let mut events = mesh.subscribe();
+    let client = mesh.client();
+    let mut timeouts = 0;
+    for _ in 0..20 {
+        let reply = bounded("a call", get(&client, &[])).await;
+        match (reply.status, reply.backend()) {
+            (StatusCode::OK, Some("healthy")) => {}
+            (StatusCode::GATEWAY_TIMEOUT, _) => {
+                assert_eq!(flag_of(&reply), Some("UT"), "{reply:?}");
+                timeouts += 1;
+            }
+            other => panic!("unexpected reply {other:?}: {reply:?}"),
+        }
+    }
+    // Round robin sent calls 1, 3, ... to the stalled endpoint until it was ejected after its
+    // second timeout; after that every call went to the healthy one.
+    assert_eq!(
+        timeouts, 2,
+        "the stalled endpoint was not ejected after two route timeouts"
+    );
+    let ejected = drain(&mut events).into_iter().any(|e| {
+        matches!(e, MeshEvent::Ejected { addr, reason, .. }
+            if addr == stalled.addr() && reason.contains("GATEWAY"))
+    });
+    assert!(
+        ejected,
+        "no gateway-error Ejected event for {}",
+        stalled.addr()
+    );
+    stalled.set_stall(false);
+}
+
 // ---- outlier detection ----------------------------------------------------------------------
 
 #[tokio::test]

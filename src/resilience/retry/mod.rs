@@ -834,6 +834,7 @@ struct Head {
     version: http::Version,
     headers: http::HeaderMap,
     decision: Option<crate::route::RouteDecision>,
+    expiry: Option<timeout::RouteTimeoutExpiry>,
 }
 
 impl Head {
@@ -847,6 +848,10 @@ impl Head {
                 .extensions
                 .get::<crate::route::RouteDecision>()
                 .cloned(),
+            expiry: parts
+                .extensions
+                .get::<timeout::RouteTimeoutExpiry>()
+                .cloned(),
         }
     }
 
@@ -858,6 +863,9 @@ impl Head {
         *req.headers_mut() = self.headers.clone();
         if let Some(d) = &self.decision {
             req.extensions_mut().insert(d.clone());
+        }
+        if let Some(e) = &self.expiry {
+            req.extensions_mut().insert(e.clone());
         }
         req.into_parts().0
     }

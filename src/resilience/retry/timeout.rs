@@ -16,6 +16,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,6 +31,21 @@ use http_body::{Body, Frame, SizeHint};
 use crate::body::{self, MeshBody};
 use crate::error::{BoxError, Error, is_grpc_request};
 use crate::route::RouteDecision;
+
+/// Put in a request's extensions by [`TimeoutService`] when the call has a deadline; set when
+/// the deadline passes, just before the call is dropped. The upstream sender reads it when
+/// its try is dropped before the response headers: a try abandoned by the route timeout
+/// counts against its endpoint in outlier detection (a try dropped because the caller went
+/// away does not).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RouteTimeoutExpiry(Arc<AtomicBool>);
+
+impl RouteTimeoutExpiry {
+    /// Whether the route timeout has expired.
+    pub(crate) fn expired(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
@@ -113,12 +130,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
         let timeout = effective_timeout(&req);
+        let expiry = timeout.map(|_| {
+            let expiry = RouteTimeoutExpiry::default();
+            req.extensions_mut().insert(expiry.clone());
+            expiry
+        });
         TimeoutFuture {
-            inner: self.inner.call(req),
+            inner: Some(self.inner.call(req)),
             sleep: timeout.map(tokio::time::sleep),
             timeout: timeout.unwrap_or_default(),
+            expiry,
         }
     }
 }
@@ -127,10 +150,11 @@ pin_project_lite::pin_project! {
     /// The future of [`TimeoutService`].
     pub struct TimeoutFuture<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
         #[pin]
         sleep: Option<Sleep>,
         timeout: Duration,
+        expiry: Option<RouteTimeoutExpiry>,
     }
 }
 
@@ -141,8 +165,14 @@ where
     type Output = Result<Response<MeshBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(out) = this.inner.poll(cx) {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            // Expired before: the error was returned; polled again, it stays an error.
+            return Poll::Ready(Err(Error::Timeout {
+                timeout: *this.timeout,
+            }));
+        };
+        if let Poll::Ready(out) = inner.poll(cx) {
             // The deadline goes on over the response body, as Envoy's route timeout covers
             // the response until it is complete.
             return Poll::Ready(match (out, this.sleep.as_pin_mut()) {
@@ -162,9 +192,19 @@ where
         }
         match this.sleep.as_pin_mut() {
             Some(sleep) => match sleep.poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(Error::Timeout {
-                    timeout: *this.timeout,
-                })),
+                Poll::Ready(()) => {
+                    // Mark the call abandoned by the route timeout, then drop it now: the
+                    // upstream try in flight sees the mark as it is dropped and counts a
+                    // timeout against its endpoint in outlier detection (Envoy's router
+                    // reports `LocalOriginTimeout` for requests still awaiting headers).
+                    if let Some(expiry) = this.expiry.as_ref() {
+                        expiry.0.store(true, Ordering::Release);
+                    }
+                    this.inner.set(None);
+                    Poll::Ready(Err(Error::Timeout {
+                        timeout: *this.timeout,
+                    }))
+                }
                 Poll::Pending => Poll::Pending,
             },
             None => Poll::Pending,
