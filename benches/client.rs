@@ -317,8 +317,43 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// `CLIENT_BENCH_PROFILE=bare|mesh|routing|pool`: only `CLIENT_BENCH_REQUESTS` sequential
+/// requests of that kind on a current-thread runtime (after 100 to warm up), for a profiler:
+/// `valgrind --tool=callgrind` counts instructions, the same on a loaded machine.
+fn profile(kind: &str, requests: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let addr = start_server().await.expect("server");
+        let mesh = Mesh::builder()
+            .namespace("default")
+            .config_str("my-app.yaml", mesh_config(addr.port()))
+            .build()
+            .expect("mesh");
+        let mut one = bare_connections(addr, 1).await;
+        let mut run = async |n: usize| match kind {
+            "bare" => run_bare(&mut one, n).await,
+            "mesh" => run_mesh(&mesh, n, 1).await,
+            "routing" => run_routing(&mesh, n, 1).await,
+            "pool" => run_pool(&mesh, addr, n).await,
+            other => panic!("CLIENT_BENCH_PROFILE={other}: one of bare, mesh, routing, pool"),
+        };
+        run(100).await;
+        let took = run(requests).await;
+        println!(
+            "{kind}: {requests} sequential requests, {:.2} µs each",
+            took.as_secs_f64() * 1e6 / requests as f64
+        );
+    });
+}
+
 fn main() {
     let requests = env_or("CLIENT_BENCH_REQUESTS", 20_000);
+    if let Ok(kind) = std::env::var("CLIENT_BENCH_PROFILE") {
+        return profile(&kind, requests);
+    }
     let rounds = env_or("CLIENT_BENCH_ROUNDS", 5);
     let concurrency = env_or("CLIENT_BENCH_CONCURRENCY", 16);
     let workers = env_or(

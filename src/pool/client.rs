@@ -205,7 +205,6 @@ struct Replay {
     uri: Uri,
     version: Version,
     headers: http::HeaderMap,
-    extensions: http::Extensions,
 }
 
 impl Replay {
@@ -224,7 +223,8 @@ impl Replay {
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
-            extensions: req.extensions().clone(),
+            // No extensions: only hyper reads the request past the pool, and of its
+            // extensions only the extended-CONNECT protocol (HTTP/2, never replayed here).
         })
     }
 
@@ -234,7 +234,6 @@ impl Replay {
         *req.uri_mut() = self.uri;
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers;
-        *req.extensions_mut() = self.extensions;
         req
     }
 }

@@ -55,6 +55,8 @@ pub struct RouteDecision {
     snapshot: Arc<Snapshot>,
     vhost: Option<Arc<str>>,
     route: Option<(usize, usize)>,
+    /// The route `route` points at, kept so the layers below read it without a lookup.
+    compiled: Option<Arc<CompiledRoute>>,
     destination: Arc<str>,
     subset: Option<Arc<str>>,
     target: Target,
@@ -81,6 +83,7 @@ impl RouteDecision {
             snapshot: t.parent.snapshot.clone(),
             vhost: t.parent.vhost.clone(),
             route: t.parent.route,
+            compiled: t.parent.compiled.clone(),
             destination: t.host.clone(),
             subset: t.subset.clone(),
             target: t.target.clone(),
@@ -101,13 +104,7 @@ impl RouteDecision {
     /// The route that matched, when a VirtualService routed the request (`None` for a
     /// host's default route and for passthrough).
     pub fn route(&self) -> Option<&CompiledRoute> {
-        let (route, _) = self.route?;
-        let vhost = self.vhost.as_deref()?;
-        self.snapshot
-            .virtual_host(vhost)?
-            .routes()?
-            .routes()
-            .get(route)
+        self.compiled.as_deref()
     }
 
     /// The index of the match block that matched within [`route`](Self::route).
@@ -417,6 +414,7 @@ fn plan<'s>(
                     snapshot: snap.clone(),
                     vhost: None,
                     route: None,
+                    compiled: None,
                     destination: host.clone(),
                     subset: None,
                     target: Target::Passthrough { host, port },
@@ -439,6 +437,7 @@ fn plan<'s>(
             snapshot: snap.clone(),
             vhost: Some(vhost_name),
             route: None,
+            compiled: None,
             destination,
             subset: None,
             target,
@@ -461,11 +460,7 @@ fn plan<'s>(
         return Err(Error::NoRoute { host: vhost_name });
     };
     let route = m.route;
-    let route_index = table
-        .routes()
-        .iter()
-        .position(|r| std::ptr::eq(r, route))
-        .unwrap_or(0);
+    let route_index = m.index;
     let origin = parts.headers.get(ORIGIN).cloned();
 
     if let Some(cors) = route.cors()
@@ -514,6 +509,7 @@ fn plan<'s>(
             snapshot: snap.clone(),
             vhost: Some(vhost_name),
             route: Some((route_index, m.matcher)),
+            compiled: Some(route.clone()),
             destination: dest.host().clone(),
             subset: dest.subset().cloned(),
             target,

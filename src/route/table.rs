@@ -345,8 +345,10 @@ impl CompiledRoute {
 /// The route (and which of its match blocks) that a request selected.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteMatch<'a> {
-    /// The route.
-    pub route: &'a CompiledRoute,
+    /// The route (shared: a routing decision keeps it without looking it up again).
+    pub route: &'a Arc<CompiledRoute>,
+    /// The route's index in [`RouteTable::routes`].
+    pub index: usize,
     /// The index of the match block that matched (see [`CompiledRoute::blocks`]).
     pub matcher: usize,
 }
@@ -366,7 +368,7 @@ impl<'a> RouteMatch<'a> {
 /// The ordered, compiled `http[]` routes of one host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteTable {
-    routes: Box<[CompiledRoute]>,
+    routes: Box<[Arc<CompiledRoute>]>,
     index: Option<SegmentIndex>,
 }
 
@@ -384,7 +386,7 @@ type Positions = Box<[(u32, u32)]>;
 /// the unkeyed list in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SegmentIndex {
-    keyed: HashMap<Box<str>, Positions>,
+    keyed: foldhash::HashMap<Box<str>, Positions>,
     unkeyed: Positions,
 }
 
@@ -414,7 +416,7 @@ fn uri_key(uri: &StringMatcher) -> Option<&str> {
 }
 
 impl SegmentIndex {
-    fn build(routes: &[CompiledRoute]) -> Option<Self> {
+    fn build(routes: &[Arc<CompiledRoute>]) -> Option<Self> {
         let blocks: usize = routes.iter().map(|r| r.blocks.len()).sum();
         if blocks < INDEX_MIN_BLOCKS {
             return None;
@@ -503,6 +505,7 @@ impl RouteTable {
             {
                 return Some(RouteMatch {
                     route,
+                    index: r as usize,
                     matcher: i as usize,
                 });
             }
@@ -511,15 +514,17 @@ impl RouteTable {
 
     /// [`select`](Self::select) without the index: every route in order.
     fn select_linear(&self, req: &RequestView<'_>) -> Option<RouteMatch<'_>> {
-        self.routes.iter().find_map(|route| {
-            route
-                .first_match(req)
-                .map(|matcher| RouteMatch { route, matcher })
+        self.routes.iter().enumerate().find_map(|(index, route)| {
+            route.first_match(req).map(|matcher| RouteMatch {
+                route,
+                index,
+                matcher,
+            })
         })
     }
 
     /// The routes, in match order.
-    pub fn routes(&self) -> &[CompiledRoute] {
+    pub fn routes(&self) -> &[Arc<CompiledRoute>] {
         &self.routes
     }
 
@@ -538,7 +543,7 @@ struct Compiler<'c> {
     cache: &'c mut RegexCache,
     domain: &'c ClusterDomain,
     warnings: Vec<RouteWarning>,
-    routes: Vec<CompiledRoute>,
+    routes: Vec<Arc<CompiledRoute>>,
     /// Gateways on which a catch-all block has been seen.
     covered: Vec<String>,
 }
@@ -691,7 +696,7 @@ impl Compiler<'_> {
                 }
             }
         }
-        self.routes.push(compiled);
+        self.routes.push(Arc::new(compiled));
     }
 
     fn compile_route(

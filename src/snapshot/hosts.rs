@@ -34,7 +34,6 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 
@@ -217,10 +216,10 @@ struct Wildcard<T> {
 /// each dot is a key of the wildcard table), from the longest suffix to the shortest.
 #[derive(Debug, Clone)]
 pub struct HostIndex<T> {
-    exact: HashMap<Box<str>, T>,
+    exact: foldhash::HashMap<Box<str>, T>,
     /// Wildcards by the part of the pattern from its first dot (`.example.com`), `""` when it
     /// has none.
-    wildcards: HashMap<Box<str>, Wildcards<T>>,
+    wildcards: foldhash::HashMap<Box<str>, Wildcards<T>>,
     /// The longest wildcard key, to skip suffixes that cannot match.
     max_key_len: usize,
     len: usize,
@@ -229,8 +228,8 @@ pub struct HostIndex<T> {
 impl<T> Default for HostIndex<T> {
     fn default() -> Self {
         HostIndex {
-            exact: HashMap::new(),
-            wildcards: HashMap::new(),
+            exact: foldhash::HashMap::default(),
+            wildcards: foldhash::HashMap::default(),
             max_key_len: 0,
             len: 0,
         }

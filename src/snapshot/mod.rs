@@ -207,7 +207,7 @@ pub struct Snapshot {
     settings: Arc<MeshSettings>,
     vhosts: HostIndex<VirtualHost>,
     services: HostIndex<ServiceInfo>,
-    clusters: HashMap<ClusterKey, Arc<Cluster>>,
+    clusters: foldhash::HashMap<ClusterKey, Arc<Cluster>>,
     destination_rules: DestinationRuleIndex,
     resources: usize,
     regexes: usize,
@@ -322,7 +322,7 @@ impl Snapshot {
         );
 
         // ---- clusters -----------------------------------------------------------------
-        let mut clusters = HashMap::new();
+        let mut clusters = foldhash::HashMap::default();
         for (host, info) in services.iter() {
             if info.reach == Reach::Passthrough {
                 continue;
