@@ -72,7 +72,8 @@ async fn start_server() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn mesh_config(port: u16) -> String {
+fn mesh_config(ports: [u16; 2]) -> String {
+    let [a, b] = ports;
     format!(
         r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -84,18 +85,20 @@ spec:
   ports:
   - {{number: 80, name: http, protocol: HTTP}}
   endpoints:
-  - address: 127.0.0.1
-    ports: {{http: {port}}}
-    labels: {{app: my-app, version: v1}}
+  - {{address: 127.0.0.1, ports: {{http: {a}}}, labels: {{app: my-app, version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{http: {b}}}, labels: {{app: my-app, version: v1}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: my-app, namespace: default}}
 spec:
   host: my-app
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{app: my-app}}}}
+  trafficPolicy:
+    loadBalancer: {{simple: LEAST_REQUEST}}
+    connectionPool:
+      tcp: {{maxConnections: 1000, connectTimeout: 1s}}
+      http: {{http1MaxPendingRequests: 1000, http2MaxRequests: 1000, maxRetries: 100}}
+    outlierDetection: {{consecutive5xxErrors: 5, consecutiveGatewayErrors: 5, interval: 10s, baseEjectionTime: 30s}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -104,10 +107,9 @@ spec:
   hosts: [my-app]
   http:
   - route:
-    - destination: {{host: my-app, subset: v1}}
-      weight: 80
-    - destination: {{host: my-app, subset: v2}}
-      weight: 20
+    - destination: {{host: my-app}}
+    timeout: 10s
+    retries: {{attempts: 2, perTryTimeout: 5s, retryOn: "connect-failure,refused-stream,reset,503"}}
 "#
     )
 }
@@ -117,10 +119,10 @@ fn shares(total: usize, tasks: usize) -> impl Iterator<Item = usize> {
     (0..tasks).map(move |i| total / tasks + usize::from(i < total % tasks))
 }
 
-/// Opens `n` bare hyper HTTP/1.1 connections to `addr`.
-async fn bare_connections(addr: SocketAddr, n: usize) -> Vec<SendRequest<Empty<Bytes>>> {
+/// Opens `n` bare hyper HTTP/1.1 connections, to the `addrs` in turn.
+async fn bare_connections(addrs: &[SocketAddr], n: usize) -> Vec<SendRequest<Empty<Bytes>>> {
     let mut senders = Vec::with_capacity(n);
-    for _ in 0..n {
+    for addr in addrs.iter().cycle().take(n) {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -144,9 +146,10 @@ async fn run_bare_timed(
     latencies: &mut Vec<Duration>,
 ) -> Duration {
     let started = Instant::now();
+    let n = senders.len().max(1);
     let tasks: Vec<_> = std::mem::take(senders)
         .into_iter()
-        .zip(shares(total, senders.len().max(1)))
+        .zip(shares(total, n))
         .map(|(mut sender, n)| {
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(n);
@@ -326,13 +329,17 @@ fn profile(kind: &str, requests: usize) {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let addr = start_server().await.expect("server");
+        let addrs = [
+            start_server().await.expect("server"),
+            start_server().await.expect("server"),
+        ];
+        let addr = addrs[0];
         let mesh = Mesh::builder()
             .namespace("default")
-            .config_str("my-app.yaml", mesh_config(addr.port()))
+            .config_str("my-app.yaml", mesh_config(addrs.map(|a| a.port())))
             .build()
             .expect("mesh");
-        let mut one = bare_connections(addr, 1).await;
+        let mut one = bare_connections(&addrs, 1).await;
         let mut run = async |n: usize| match kind {
             "bare" => run_bare(&mut one, n).await,
             "mesh" => run_mesh(&mesh, n, 1).await,
@@ -364,10 +371,14 @@ fn main() {
     builder.worker_threads(workers);
     let runtime = builder.enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let addr = start_server().await.expect("server");
+        let addrs = [
+            start_server().await.expect("server"),
+            start_server().await.expect("server"),
+        ];
+        let addr = addrs[0];
         let mesh = Mesh::builder()
             .namespace("default")
-            .config_str("my-app.yaml", mesh_config(addr.port()))
+            .config_str("my-app.yaml", mesh_config(addrs.map(|a| a.port())))
             .build()
             .expect("mesh");
 
@@ -376,7 +387,7 @@ fn main() {
              alternating rounds, {workers} runtime workers, {} CPUs (loopback server {addr})",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        let mut bare = bare_connections(addr, concurrency).await;
+        let mut bare = bare_connections(&addrs, concurrency).await;
         // Warm-up: connections open, allocator and caches warm.
         run_bare(&mut bare, requests / 10).await;
         run_mesh(&mesh, requests / 10, concurrency).await;
@@ -428,14 +439,26 @@ fn main() {
             m / b,
             median(ratios)
         );
-        // Latency under this load is not comparable: the bare tasks run nearly one request at
-        // a time (rate x latency ~ 1 in flight) while the mesh keeps all 16 in flight; the
-        // latency comparison is the sequential pass below.
-        drop((bare_lat, mesh_lat));
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let mean = |v: &[Duration]| v.iter().map(|d| us(*d)).sum::<f64>() / v.len().max(1) as f64;
+        println!(
+            "  in flight (Little: rate x mean latency): bare {:.1}, mesh {:.1}",
+            b * mean(&bare_lat) / 1e6,
+            m * mean(&mesh_lat) / 1e6
+        );
+        for (name, p) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999)] {
+            let (lb, lm) = (quantile(&mut bare_lat, p), quantile(&mut mesh_lat, p));
+            println!(
+                "  latency {name:<5} bare / MeshClient {:>8.1} / {:>8.1} µs   (ratio {:.2})",
+                us(lb),
+                us(lm),
+                us(lm) / us(lb).max(1e-9)
+            );
+        }
 
         // Sequential: one request at a time on one connection, per-request latency.
         let seq = (requests / 4).max(1);
-        let mut one = bare_connections(addr, 1).await;
+        let mut one = bare_connections(&addrs, 1).await;
         run_bare(&mut one, seq / 10).await;
         run_pool(&mesh, addr, seq / 10).await;
         run_route_only(&mesh, seq / 10, true).await;

@@ -54,7 +54,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::Resource;
@@ -62,6 +62,7 @@ use crate::config::common::Percent;
 use crate::config::virtual_service::{
     HttpFaultInjection, HttpMatchRequest, HttpRetry, HttpRoute, VirtualService,
 };
+use crate::resilience::retry::RetryPolicy;
 use crate::route::action::{
     DirectResponse, Forward, Mirror, Redirect, Rewrite, RouteAction, RouteDestination,
     WeightedDestinations,
@@ -262,6 +263,34 @@ struct RouteExtras {
     retries: Option<HttpRetry>,
     fault: Option<HttpFaultInjection>,
     mirrors: Box<[Mirror]>,
+    /// The retry policy derived from `retries`, computed on first use.
+    retry_memo: RetryMemo,
+}
+
+/// The [`RetryPolicy`] of a route with `retries`, parsed once (on the first request) rather
+/// than per request: one for destinations without consistent hashing, one with (it changes
+/// the previous-host default). Ignored by equality and emptied by clone, as a cache.
+#[derive(Default)]
+struct RetryMemo(OnceLock<[Arc<RetryPolicy>; 2]>);
+
+impl Clone for RetryMemo {
+    fn clone(&self) -> Self {
+        RetryMemo::default()
+    }
+}
+
+impl PartialEq for RetryMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RetryMemo {}
+
+impl fmt::Debug for RetryMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RetryMemo")
+    }
 }
 
 impl RouteExtras {
@@ -325,6 +354,23 @@ impl CompiledRoute {
     /// `retries`; `None` = the mesh default retry policy (2 attempts, ISTIO.md §2.9).
     pub fn retries(&self) -> Option<&HttpRetry> {
         self.extras.as_ref()?.retries.as_ref()
+    }
+
+    /// The retry policy for this route, towards a destination that uses consistent hashing
+    /// or not ([`RetryPolicy::from_route`]), computed once per route and shared.
+    pub fn retry_policy(&self, consistent_hash: bool) -> Arc<RetryPolicy> {
+        let index = usize::from(consistent_hash);
+        let from = |retries: Option<&HttpRetry>| {
+            [false, true].map(|ch| Arc::new(RetryPolicy::from_route(retries, ch)))
+        };
+        match self.extras.as_deref() {
+            Some(extras) if extras.retries.is_some() => extras
+                .retry_memo
+                .0
+                .get_or_init(|| from(extras.retries.as_ref()))[index]
+                .clone(),
+            _ => crate::resilience::retry::default_policy(consistent_hash),
+        }
     }
 
     /// `fault`; `None` = no fault injection.
@@ -770,6 +816,7 @@ impl Compiler<'_> {
             retries: route.retries.clone(),
             fault: route.fault.clone(),
             mirrors: mirrors.into(),
+            retry_memo: RetryMemo::default(),
         };
         Some(CompiledRoute {
             name: route.name.as_str().into(),

@@ -566,7 +566,7 @@ impl<S: fmt::Debug, G> fmt::Debug for RetryService<S, G> {
 
 /// The retry policy and destination of a request, when it may be retried or has a per-try
 /// timeout.
-fn plan<B>(req: &Request<B>) -> Option<(RetryPolicy, Arc<Cluster>)> {
+fn plan<B>(req: &Request<B>) -> Option<(Arc<RetryPolicy>, Arc<Cluster>)> {
     let decision = req.extensions().get::<RouteDecision>()?;
     let Target::Cluster(cluster) = decision.target() else {
         return None;
@@ -576,9 +576,19 @@ fn plan<B>(req: &Request<B>) -> Option<(RetryPolicy, Arc<Cluster>)> {
         .load_balancer
         .as_ref()
         .is_some_and(|lb| lb.consistent_hash().is_some());
-    let retries = decision.route().and_then(|r| r.retries());
-    let policy = RetryPolicy::from_route(retries, consistent_hash);
+    let policy = match decision.route() {
+        Some(route) => route.retry_policy(consistent_hash),
+        None => default_policy(consistent_hash),
+    };
     (policy.is_enabled() || policy.per_try_timeout.is_some()).then(|| (policy, cluster.clone()))
+}
+
+/// Istio's default retry policy (no `retries` on the route, or no route), built once.
+pub(crate) fn default_policy(consistent_hash: bool) -> Arc<RetryPolicy> {
+    static DEFAULT: std::sync::OnceLock<[Arc<RetryPolicy>; 2]> = std::sync::OnceLock::new();
+    let policies =
+        DEFAULT.get_or_init(|| [false, true].map(|ch| Arc::new(RetryPolicy::from_route(None, ch))));
+    policies[usize::from(consistent_hash)].clone()
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, Error>> + Send>>;
@@ -666,7 +676,7 @@ enum Replay {
 }
 
 struct RetryRun<G> {
-    policy: RetryPolicy,
+    policy: Arc<RetryPolicy>,
     cluster: Arc<Cluster>,
     shared: Arc<RetryShared<G>>,
 }
