@@ -45,6 +45,7 @@ pub mod pool;
 pub mod registry;
 pub mod resilience;
 pub mod route;
+pub mod server;
 pub mod snapshot;
 pub mod validate;
 #[cfg(feature = "watch")]

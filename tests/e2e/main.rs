@@ -11,3 +11,4 @@ mod registry;
 mod reload;
 mod resilience;
 mod routing;
+mod server;

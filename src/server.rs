@@ -1,0 +1,417 @@
+//! The inbound side: accepting connections for this workload and serving them with the
+//! user's service (an axum `Router` or any hyper-compatible tower service).
+//!
+//! [`serve`] (or [`Server`] for options) accepts TCP connections on a listener and, for each:
+//!
+//! 1. waits for a slot under the connection cap ([`Server::max_connections`]; the listener's
+//!    backlog holds the rest: nothing is accepted beyond the cap);
+//! 2. decides the transport by the PeerAuthentication mode in force for the local port
+//!    ([`InboundTls`]): TLS, plaintext, or either by peeking at the first byte (a TLS record
+//!    starts with `0x16`), as Istio's `PERMISSIVE` does;
+//! 3. serves HTTP/1.1 or HTTP/2 (by ALPN on TLS, by the connection preface on plaintext) with
+//!    limits: a header-read timeout against slow clients, a cap on header count and size;
+//! 4. puts a [`ConnectionInfo`] (and, over mutual TLS, the peer's identity) in every request's
+//!    extensions for the layers and the handler.
+//!
+//! [`Server::serve_with_shutdown`] stops accepting when its signal fires and gives the open
+//! connections a grace period to finish their requests (HTTP/1.1 connections close after
+//! the response in flight, HTTP/2 connections get a GOAWAY).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tower::{Service, ServiceExt};
+
+use crate::error::BoxError;
+use crate::mesh::Mesh;
+
+/// What the server knows about the connection a request came on: in every request's
+/// extensions.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The peer's address (the direct peer: a proxy's, when there is one in front).
+    pub peer_addr: SocketAddr,
+    /// The local address the connection was accepted on.
+    pub local_addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The server name the client asked for (TLS SNI), if any.
+    pub sni: Option<Arc<str>>,
+}
+
+/// How a connection's transport is chosen, from the PeerAuthentication mode for its port.
+#[derive(Clone)]
+pub enum InboundTls {
+    /// Plaintext only (`DISABLE`, or no workload identity configured).
+    Plaintext,
+    /// TLS only, with the given config (`STRICT`: the config requires a client certificate).
+    Tls(Arc<rustls::ServerConfig>),
+    /// TLS or plaintext, chosen per connection by its first byte (`PERMISSIVE`).
+    Permissive(Arc<rustls::ServerConfig>),
+}
+
+impl std::fmt::Debug for InboundTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InboundTls::Plaintext => "Plaintext",
+            InboundTls::Tls(_) => "Tls",
+            InboundTls::Permissive(_) => "Permissive",
+        })
+    }
+}
+
+/// Chooses the transport of each accepted connection (by its local port): the
+/// PeerAuthentication resolution of the mesh, or a fixed choice.
+pub type TlsSelector = Arc<dyn Fn(SocketAddr) -> InboundTls + Send + Sync>;
+
+/// Limits and options of the inbound server. Defaults follow Envoy's where it has one.
+#[derive(Clone)]
+pub struct Server {
+    mesh: Option<Mesh>,
+    tls: Option<TlsSelector>,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    max_headers: usize,
+    max_header_bytes: usize,
+    shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_headers", &self.max_headers)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            mesh: None,
+            tls: None,
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_headers: 100,
+            max_header_bytes: 60 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `app` on `listener` for the workload `mesh` until the listener fails: see the
+/// [module docs](self). Never returns on its own under normal operation; use
+/// [`Server::serve_with_shutdown`] to stop.
+pub async fn serve<S, B>(listener: TcpListener, app: S, mesh: &Mesh) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Server::new(mesh)
+        .serve_with_shutdown(listener, app, std::future::pending())
+        .await
+}
+
+impl Server {
+    /// A server for the workload `mesh` (its PeerAuthentication decides the transport).
+    pub fn new(mesh: &Mesh) -> Self {
+        Server {
+            mesh: Some(mesh.clone()),
+            ..Server::default()
+        }
+    }
+
+    /// A server outside any mesh: plaintext unless [`tls`](Self::tls) says otherwise.
+    pub fn standalone() -> Self {
+        Server::default()
+    }
+
+    /// Overrides how each connection's transport is chosen.
+    pub fn tls(mut self, selector: TlsSelector) -> Self {
+        self.tls = Some(selector);
+        self
+    }
+
+    /// The most connections open at once (default 10,000); more wait in the listen backlog.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a client may take to send a request's headers (default 10 s), against
+    /// slow-loris clients; also bounds the TLS handshake and the `PERMISSIVE` sniff.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// The most request headers (default 100, Envoy's `max_headers_count`); one more is 431
+    /// on HTTP/1.1, a stream reset on HTTP/2.
+    pub fn max_headers(mut self, n: usize) -> Self {
+        self.max_headers = n.max(1);
+        self
+    }
+
+    /// The most bytes of request headers (default 60 KiB, Envoy's
+    /// `max_request_headers_kb`); more is 431 on HTTP/1.1, a stream reset on HTTP/2.
+    pub fn max_header_bytes(mut self, n: usize) -> Self {
+        // hyper's smallest HTTP/1 read buffer is 8 KiB.
+        self.max_header_bytes = n.max(8192);
+        self
+    }
+
+    /// How long open connections get to finish after the shutdown signal (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    fn selector(&self) -> TlsSelector {
+        if let Some(selector) = &self.tls {
+            return selector.clone();
+        }
+        match &self.mesh {
+            Some(mesh) => {
+                let mesh = mesh.clone();
+                {
+                    let _ = mesh;
+                    Arc::new(move |_local: SocketAddr| InboundTls::Plaintext)
+                }
+            }
+            None => Arc::new(|_| InboundTls::Plaintext),
+        }
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_headers(self.max_headers)
+            .max_buf_size(self.max_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
+        builder
+    }
+
+    /// Serves `app` on `listener` until `signal` completes, then stops accepting and waits
+    /// up to the [grace period](Self::shutdown_grace) for open connections to finish.
+    /// Accept errors (out of file descriptors, a connection reset before accept) are logged
+    /// and retried after a short pause; they never end the loop.
+    pub async fn serve_with_shutdown<S, B, F>(
+        self,
+        listener: TcpListener,
+        app: S,
+        signal: F,
+    ) -> io::Result<()>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+        F: Future<Output = ()>,
+    {
+        let selector = self.selector();
+        let builder = Arc::new(self.builder());
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let (stop, stopped) = watch::channel(false);
+        let local = listener.local_addr()?;
+        tracing::debug!(%local, "inbound server listening");
+        tokio::pin!(signal);
+        loop {
+            let permit = tokio::select! {
+                () = &mut signal => break,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                () = &mut signal => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(%local, error = %e, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let local_addr = stream.local_addr().unwrap_or(local);
+            let tls = selector(local_addr);
+            let conn = Connection {
+                builder: builder.clone(),
+                app: app.clone(),
+                stream,
+                peer,
+                local: local_addr,
+                tls,
+                handshake_timeout: self.header_read_timeout,
+            };
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = conn.run(stopped).await {
+                    tracing::debug!(%peer, error = %e, "inbound connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracing::debug!(%local, "inbound server draining");
+        let _ = stop.send(true);
+        // Every open connection holds a slot: all slots back = all connections closed.
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.shutdown_grace, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(%local, grace = ?self.shutdown_grace, "connections still open after the shutdown grace period; closing them");
+        }
+        Ok(())
+    }
+}
+
+/// One accepted connection.
+struct Connection<S> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    app: S,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: InboundTls,
+    handshake_timeout: Duration,
+}
+
+/// The first byte of a TLS record carrying a handshake message (ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+impl<S, B> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), BoxError> {
+        let Connection {
+            builder,
+            app,
+            stream,
+            peer,
+            local,
+            tls,
+            handshake_timeout,
+        } = self;
+        let (config, strict) = match tls {
+            InboundTls::Plaintext => (None, false),
+            InboundTls::Tls(config) => (Some(config), true),
+            InboundTls::Permissive(config) => (Some(config), false),
+        };
+        let mut info = ConnectionInfo {
+            peer_addr: peer,
+            local_addr: local,
+            tls: false,
+            sni: None,
+        };
+        let Some(config) = config else {
+            return serve_io(&builder, stream, app, info, None::<()>, shutdown).await;
+        };
+        // Peek at the first byte: TLS or plaintext (PERMISSIVE serves both; STRICT refuses
+        // plaintext with a log line that says why, rather than a TLS decode error).
+        let mut first = [0u8; 1];
+        let n = tokio::time::timeout(handshake_timeout, stream.peek(&mut first))
+            .await
+            .map_err(|_| "no bytes from the client before the header-read timeout")??;
+        if n == 0 {
+            return Ok(());
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            if strict {
+                tracing::info!(%peer, %local, "plaintext connection refused: PeerAuthentication STRICT requires mutual TLS on this port");
+                return Err(
+                    "plaintext connection refused: PeerAuthentication STRICT requires mutual TLS"
+                        .into(),
+                );
+            }
+            return serve_io(&builder, stream, app, info, None::<()>, shutdown).await;
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls_stream =
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, %local, error = %e, "inbound TLS handshake failed");
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    tracing::info!(%peer, %local, "inbound TLS handshake timed out");
+                    return Err("TLS handshake timed out".into());
+                }
+            };
+        let (_, server) = tls_stream.get_ref();
+        info.tls = true;
+        info.sni = server.server_name().map(Arc::from);
+        let identity: Option<()> = None;
+        serve_io(&builder, tls_stream, app, info, identity, shutdown).await
+    }
+}
+
+/// Serves one connection (already past TLS, if any) with `app`, every request carrying
+/// `info` (and `extra`, e.g. the peer identity) in its extensions, until it ends or
+/// `shutdown` turns true (then gracefully: the request in flight finishes).
+async fn serve_io<I, S, B, X>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    app: S,
+    info: ConnectionInfo,
+    extra: Option<X>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    X: Clone + Send + Sync + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        if let Some(x) = &extra {
+            req.extensions_mut().insert(x.clone());
+        }
+        app.clone().oneshot(req)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => return res,
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
+}
