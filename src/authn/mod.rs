@@ -34,10 +34,10 @@
 //! assert!(jwt.is_empty() && warnings.is_empty());
 //! ```
 
-mod jwks;
-mod jwt;
+pub mod jwks;
+pub mod jwt;
 mod location;
-mod peer;
+pub mod peer;
 mod scope;
 mod token;
 
