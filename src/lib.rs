@@ -31,6 +31,7 @@
 //! assert!(matches!(set.resources[0].spec, Spec::VirtualService(_)));
 //! ```
 
+pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod client;
