@@ -66,6 +66,7 @@
 //! ```
 
 mod ext;
+mod index;
 mod pattern;
 mod request;
 mod rule;
@@ -84,6 +85,7 @@ use crate::validate::{ResourceRef, Severity, ValidationError};
 pub use ext::{CheckRequest, CheckResponse, ExtAuthz, ExtAuthzProviders};
 pub use request::AuthzRequest;
 
+use index::RuleIndex;
 use rule::{Compiled, CompiledRule, Cx, RuleCompiler};
 
 /// The annotation that puts an ALLOW or DENY policy in dry-run mode (`istio.io/dry-run`,
@@ -199,22 +201,22 @@ struct PolicyInfo {
 #[derive(Debug, Clone, Default)]
 struct RuleSet {
     /// Enforced CUSTOM rules.
-    custom: Vec<CompiledRule>,
+    custom: RuleIndex,
     /// Enforced DENY rules.
-    deny: Vec<CompiledRule>,
+    deny: RuleIndex,
     /// Enforced ALLOW rules.
-    allow: Vec<CompiledRule>,
+    allow: RuleIndex,
     /// AUDIT rules.
-    audit: Vec<CompiledRule>,
+    audit: RuleIndex,
     /// Dry-run DENY rules.
-    dry_deny: Vec<CompiledRule>,
+    dry_deny: RuleIndex,
     /// Dry-run ALLOW rules.
-    dry_allow: Vec<CompiledRule>,
+    dry_allow: RuleIndex,
 }
 
 impl RuleSet {
     /// The bucket of a policy's rules.
-    fn bucket(&mut self, action: Action, dry_run: bool) -> &mut Vec<CompiledRule> {
+    fn bucket(&mut self, action: Action, dry_run: bool) -> &mut RuleIndex {
         match (action, dry_run) {
             (Action::Custom, _) => &mut self.custom,
             (Action::Audit, _) => &mut self.audit,
@@ -226,9 +228,19 @@ impl RuleSet {
     }
 }
 
-/// The first rule of `rules` that matches.
-fn first<'r>(rules: &'r [CompiledRule], cx: &Cx<'_, '_>) -> Option<&'r CompiledRule> {
-    rules.iter().find(|r| r.matches(cx))
+impl RuleSet {
+    /// Indexes every bucket (CUSTOM rules are all tried: one per provider is wanted).
+    fn build(&mut self) {
+        for index in [
+            &mut self.deny,
+            &mut self.allow,
+            &mut self.audit,
+            &mut self.dry_deny,
+            &mut self.dry_allow,
+        ] {
+            index.build();
+        }
+    }
 }
 
 /// The AuthorizationPolicies of one workload, compiled. Cheap to evaluate, immutable; share
@@ -300,6 +312,8 @@ impl AuthzPolicies {
                 }
             }
         }
+        out.http.build();
+        out.tcp.build();
         (out, warnings)
     }
 
@@ -435,7 +449,7 @@ impl AuthzPolicies {
         let cx = Cx::new(req);
 
         let mut custom: Vec<CustomCheck> = Vec::new();
-        for r in &set.custom {
+        for r in set.custom.rules() {
             let Some(provider) = self
                 .policies
                 .get(r.policy)
@@ -452,25 +466,29 @@ impl AuthzPolicies {
             });
         }
 
-        let verdict = if let Some(r) = first(&set.deny, &cx) {
+        let verdict = if let Some(r) = set.deny.first(&cx) {
             Verdict::Denied(self.matched(r))
         } else if self.allow_policies == 0 {
             Verdict::AllowedNoPolicy
-        } else if let Some(r) = first(&set.allow, &cx) {
+        } else if let Some(r) = set.allow.first(&cx) {
             Verdict::Allowed(self.matched(r))
         } else {
             Verdict::DeniedNoMatch
         };
-        let audit = first(&set.audit, &cx).map(|r| self.matched(r));
+        let audit = if set.audit.is_empty() {
+            None
+        } else {
+            set.audit.first(&cx).map(|r| self.matched(r))
+        };
         let dry_run_deny = (self.dry_deny_policies > 0).then(|| {
-            let matched = first(&set.dry_deny, &cx).map(|r| self.matched(r));
+            let matched = set.dry_deny.first(&cx).map(|r| self.matched(r));
             DryRun {
                 allowed: matched.is_none(),
                 matched,
             }
         });
         let dry_run_allow = (self.dry_allow_policies > 0).then(|| {
-            let matched = first(&set.dry_allow, &cx).map(|r| self.matched(r));
+            let matched = set.dry_allow.first(&cx).map(|r| self.matched(r));
             DryRun {
                 allowed: matched.is_some(),
                 matched,

@@ -140,6 +140,20 @@ impl PathPattern {
         PathPattern::Template(tokens.into_boxed_slice())
     }
 
+    /// A literal every matching path starts with (`""` when there is none), and whether it
+    /// is the whole path: for indexing.
+    pub(crate) fn literal(&self) -> (&str, bool) {
+        match self {
+            PathPattern::Str(StrPattern::Exact(e)) => (e, true),
+            PathPattern::Str(StrPattern::Prefix(p)) => (p, false),
+            PathPattern::Str(StrPattern::Suffix(_) | StrPattern::Present) => ("", false),
+            PathPattern::Template(tokens) => match tokens.first() {
+                Some(Token::Literal(l)) => (l, tokens.len() == 1),
+                _ => ("", false),
+            },
+        }
+    }
+
     /// Whether `path` (normalised, without the query) matches.
     pub(crate) fn matches(&self, path: &str) -> bool {
         match self {

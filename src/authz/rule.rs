@@ -116,8 +116,14 @@ pub(crate) enum Matcher {
     DestinationIp(Box<[IpNet]>),
     /// `ports`, `destination.port`.
     Port(Box<[u16]>),
-    /// `methods`.
-    Method(Box<[StrPattern]>),
+    /// `methods`: the well-known methods written exactly, as [`method_bit`]s, and the other
+    /// values as patterns.
+    Method {
+        /// Bits of the exact well-known methods.
+        mask: u16,
+        /// Every other value (`*`, `PURGE`, `GE*`).
+        others: Box<[StrPattern]>,
+    },
     /// `hosts`, without case.
     Host(Box<[StrPattern]>),
     /// `paths`.
@@ -156,7 +162,7 @@ impl Matcher {
     fn cost(&self) -> u8 {
         match self {
             Matcher::Absent | Matcher::Port(_) => 0,
-            Matcher::Method(_) => 1,
+            Matcher::Method { .. } => 1,
             Matcher::PeerIp(_) | Matcher::RemoteIp(_) | Matcher::DestinationIp(_) => 2,
             Matcher::Host(_) | Matcher::Sni(_) => 3,
             Matcher::Path(_) => 4,
@@ -193,7 +199,9 @@ impl Matcher {
             Matcher::RemoteIp(nets) => ip_in(cx.remote_ip, nets),
             Matcher::DestinationIp(nets) => ip_in(cx.destination_ip, nets),
             Matcher::Port(ports) => ports.contains(&req.destination_port),
-            Matcher::Method(pats) => pats.iter().any(|m| m.matches(req.method.as_bytes())),
+            Matcher::Method { mask, others } => {
+                mask & cx.method_bit != 0 || others.iter().any(|m| m.matches(req.method.as_bytes()))
+            }
             Matcher::Host(pats) => pats
                 .iter()
                 .any(|m| m.matches_ignore_case(req.host.as_bytes())),
@@ -310,6 +318,59 @@ impl CompiledRule {
             && (self.from.is_empty() || self.from.iter().any(|src| all(src, cx)))
             && all(&self.when, cx)
     }
+}
+
+/// What a rule can be found by, for [`super::index::RuleIndex`].
+pub(crate) enum IndexKeys<'r> {
+    /// Every `to` entry requires one of these paths: `(literal, exact)`, the literal being
+    /// the whole path when `exact`, else a prefix of it.
+    Paths(Vec<(&'r str, bool)>),
+    /// Every `from` entry requires one of these exact principals.
+    Principals(Vec<&'r str>),
+    /// Nothing selective.
+    None,
+}
+
+impl CompiledRule {
+    /// What the rule can be found by: paths when every `to` entry names path literals,
+    /// else exact principals when every `from` entry does.
+    pub(crate) fn index_keys(&self) -> IndexKeys<'_> {
+        let paths = keys(&self.to, |m| match m {
+            Matcher::Path(pats) => pats
+                .iter()
+                .map(|p| Some(p.literal()).filter(|(lit, _)| !lit.is_empty()))
+                .collect(),
+            _ => None,
+        });
+        if let Some(paths) = paths {
+            return IndexKeys::Paths(paths);
+        }
+        let principals = keys(&self.from, |m| match m {
+            Matcher::Principal(pats) => pats.iter().map(|p| p.exact()).collect(),
+            _ => None,
+        });
+        principals.map_or(IndexKeys::None, IndexKeys::Principals)
+    }
+}
+
+/// The keys `pick` finds in the first positive check it accepts of every entry; `None` when
+/// there are no entries or one of them has no such check.
+fn keys<'r, K>(
+    entries: &'r [Box<[Check]>],
+    pick: impl Fn(&'r Matcher) -> Option<Vec<K>>,
+) -> Option<Vec<K>> {
+    if entries.is_empty() {
+        return None;
+    }
+    let mut all = Vec::new();
+    for entry in entries {
+        let found = entry
+            .iter()
+            .filter(|c| !c.negate)
+            .find_map(|c| pick(&c.matcher))?;
+        all.extend(found);
+    }
+    Some(all)
 }
 
 /// A problem found while compiling, reported as a warning: the field path under `spec` and
@@ -671,7 +732,20 @@ impl RuleCompiler<'_> {
                     .filter_map(|(n, v)| parse_port(v).map_err(|e| errors.push((n, e))).ok())
                     .collect(),
             ),
-            Key::Method => Matcher::Method(strs()),
+            Key::Method => {
+                let mut mask = 0;
+                let mut others = Vec::new();
+                for v in list {
+                    match method_bit(v) {
+                        METHOD_OTHER => others.push(StrPattern::parse(v)),
+                        bit => mask |= bit,
+                    }
+                }
+                Matcher::Method {
+                    mask,
+                    others: others.into_boxed_slice(),
+                }
+            }
             Key::Host => Matcher::Host(strs()),
             Key::Path => Matcher::Path(list.iter().map(|v| PathPattern::parse(v)).collect()),
             Key::Header(name) => Matcher::Header(name.clone(), strs()),
@@ -709,36 +783,23 @@ fn finish(mut checks: Vec<Check>) -> Box<[Check]> {
     checks.into_boxed_slice()
 }
 
-/// The positive check of a kind in `checks`.
-fn positive<'c>(
-    checks: &'c [Check],
-    pick: impl Fn(&'c Matcher) -> Option<&'c [StrPattern]>,
-) -> Option<&'c [StrPattern]> {
-    checks
-        .iter()
-        .filter(|c| !c.negate)
-        .find_map(|c| pick(&c.matcher))
-}
-
-/// The methods prefilter: when every `to` entry requires exact methods, their bits.
+/// The methods prefilter: when every `to` entry requires well-known methods, their bits.
 fn method_mask(to: &[Box<[Check]>]) -> u16 {
     if to.is_empty() {
         return METHOD_ANY;
     }
     let mut mask = 0;
     for op in to {
-        let methods = positive(op, |m| match m {
-            Matcher::Method(p) => Some(p),
-            _ => None,
-        });
-        let Some(methods) = methods else {
-            return METHOD_ANY;
-        };
-        for m in methods {
-            match m.exact() {
-                Some(exact) => mask |= method_bit(exact),
-                None => return METHOD_ANY,
-            }
+        let methods = op
+            .iter()
+            .filter(|c| !c.negate)
+            .find_map(|c| match &c.matcher {
+                Matcher::Method { mask, others } if others.is_empty() => Some(*mask),
+                _ => None,
+            });
+        match methods {
+            Some(bits) => mask |= bits,
+            None => return METHOD_ANY,
         }
     }
     mask
