@@ -32,6 +32,7 @@
 //! ```
 
 pub mod authn;
+pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod client;
