@@ -39,6 +39,7 @@ pub mod client;
 pub mod config;
 mod dice;
 pub mod error;
+pub mod inbound;
 pub mod mesh;
 #[cfg(feature = "metrics")]
 mod metrics;

@@ -98,6 +98,9 @@ pub struct MeshSettings {
     /// The gateway whose routes apply: [`MESH_GATEWAY`] (`mesh`) for sidecar and client
     /// traffic, `<namespace>/<name>` for an ingress gateway.
     pub gateway: String,
+    /// The mesh's SPIFFE trust domain (`cluster.local`): AuthorizationPolicy principals
+    /// written with `cluster.local` match it, and workload identities are in it.
+    pub trust_domain: String,
     /// This workload's locality (`region/zone/subzone`), for DestinationRule
     /// `localityLbSetting`; `None`: locality-aware balancing is off.
     pub locality: Option<String>,
@@ -116,6 +119,7 @@ impl Default for MeshSettings {
             outbound_policy: OutboundPolicy::default(),
             gateway: MESH_GATEWAY.to_string(),
             locality: None,
+            trust_domain: "cluster.local".to_string(),
         }
     }
 }
@@ -243,6 +247,8 @@ pub(crate) struct MeshInner {
     /// The sources; the lock also serialises reloads (held only on a blocking thread).
     sources: Mutex<Vec<ConfigSource>>,
     pub(crate) events: broadcast::Sender<MeshEvent>,
+    /// JWKS fetched for `jwksUri`s, kept across reloads.
+    jwks: crate::authn::JwksCache,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::MeshMetrics>,
 }
@@ -368,6 +374,7 @@ impl Mesh {
             &inner.user_services,
             &inner.endpoints,
             &inner.state,
+            &inner.jwks,
             version,
         ) {
             Ok((snapshot, set_info)) => {
@@ -492,6 +499,7 @@ fn compile(
     user_services: &[UserService],
     endpoints: &EndpointRegistry,
     state: &StateRegistry,
+    jwks: &crate::authn::JwksCache,
     version: u64,
 ) -> Result<(Snapshot, SetInfo), Vec<ValidationError>> {
     let mut set = ConfigSet::default();
@@ -504,13 +512,16 @@ fn compile(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let compiled = Snapshot::compile(&set, settings, user_services, endpoints, state, version);
+    let mut compiled = Snapshot::compile(&set, settings, user_services, endpoints, state, version);
     let (errors, compile_warnings): (Vec<_>, Vec<_>) =
         compiled.warnings.into_iter().partition(|p| p.is_error());
     if !errors.is_empty() {
         return Err(errors);
     }
     warnings.extend(compile_warnings);
+    let (security, security_warnings) = compile_security(&set, settings, jwks);
+    warnings.extend(security_warnings);
+    compiled.snapshot.set_security(security);
     Ok((
         compiled.snapshot,
         SetInfo {
@@ -518,6 +529,88 @@ fn compile(
             warnings,
         },
     ))
+}
+
+/// The inbound policies of the workload (PeerAuthentication, RequestAuthentication,
+/// AuthorizationPolicy), with their compile warnings.
+fn compile_security(
+    set: &ConfigSet,
+    settings: &MeshSettings,
+    jwks: &crate::authn::JwksCache,
+) -> (crate::inbound::Security, Vec<ValidationError>) {
+    let workload = &settings.source;
+    let root = settings.root_namespace.as_str();
+    let peer = crate::authn::PeerAuthn::compile(set, workload, root);
+    let (jwt, jwt_warnings) = crate::authn::JwtAuthn::compile_with(set, workload, root, Some(jwks));
+    let (authz, mut warnings) =
+        crate::authz::AuthzPolicies::compile(set, workload, root, &settings.trust_domain);
+    for w in jwt_warnings {
+        tracing::warn!(policy = %w.policy, rule = w.rule, "RequestAuthentication: {w}");
+    }
+    warnings.retain(|w| !w.is_error());
+    (crate::inbound::Security { peer, jwt, authz }, warnings)
+}
+
+/// Fetches `jwksUri`s through the mesh's own client (so DestinationRules, timeouts and
+/// retries apply), as a weak reference: the cache lives inside the mesh.
+#[derive(Default)]
+struct MeshJwksFetcher {
+    mesh: std::sync::OnceLock<std::sync::Weak<MeshInner>>,
+}
+
+/// The most bytes of a JWKS document read.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+impl crate::authn::JwksFetcher for MeshJwksFetcher {
+    fn fetch(
+        &self,
+        uri: &str,
+    ) -> futures_core::future::BoxFuture<'static, Result<bytes::Bytes, crate::error::BoxError>> {
+        let mesh = self
+            .mesh
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .map(|inner| Mesh { inner });
+        Box::pin(fetch_jwks(mesh, uri.to_string()))
+    }
+}
+
+/// GETs a JWKS document through `mesh`'s client, at most [`MAX_JWKS_BYTES`].
+async fn fetch_jwks(
+    mesh: Option<Mesh>,
+    uri: String,
+) -> Result<bytes::Bytes, crate::error::BoxError> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let Some(mesh) = mesh else {
+        return Err("the mesh that owns this JWKS cache is gone".into());
+    };
+    let req = match http::Request::get(uri.as_str()).body(http_body_util::Empty::<bytes::Bytes>::new()) {
+        Ok(req) => req,
+        Err(e) => return Err(format!("jwksUri {uri}: {e}").into()),
+    };
+    let resp = match mesh.client().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    if !resp.status().is_success() {
+        return Err(format!("GET {uri}: HTTP {}", resp.status()).into());
+    }
+    let mut body = resp.into_body();
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => return Err(format!("GET {uri}: {e}").into()),
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > MAX_JWKS_BYTES {
+                return Err(format!("GET {uri}: over {MAX_JWKS_BYTES} bytes").into());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// Builds a [`Mesh`] ([`Mesh::builder`]).
@@ -589,6 +682,12 @@ impl MeshBuilder {
     /// The cluster DNS domain (default `cluster.local`).
     pub fn cluster_domain(mut self, domain: &str) -> Self {
         self.settings.cluster_domain = ClusterDomain::new(domain);
+        self
+    }
+
+    /// The mesh's SPIFFE trust domain (default `cluster.local`, Istio's default).
+    pub fn trust_domain(mut self, trust_domain: impl Into<String>) -> Self {
+        self.settings.trust_domain = trust_domain.into();
         self
     }
 
@@ -719,6 +818,8 @@ impl MeshBuilder {
             start(&endpoints).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         }
         let state = StateRegistry::new();
+        let fetcher = Arc::new(MeshJwksFetcher::default());
+        let jwks = crate::authn::JwksCache::new(fetcher.clone());
         let (snapshot, _) = compile(
             &self.sources,
             &loader,
@@ -726,6 +827,7 @@ impl MeshBuilder {
             &self.user_services,
             &endpoints,
             &state,
+            &jwks,
             1,
         )
         .map_err(Error::Config)?;
@@ -740,7 +842,7 @@ impl MeshBuilder {
         if let Some(m) = &self.metrics {
             m.serving(1, snapshot.resources());
         }
-        Ok(Mesh {
+        let mesh = Mesh {
             inner: Arc::new(MeshInner {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 settings,
@@ -753,10 +855,13 @@ impl MeshBuilder {
                 loader,
                 sources: Mutex::new(self.sources),
                 events,
+                jwks,
                 #[cfg(feature = "metrics")]
                 metrics: self.metrics,
             }),
-        })
+        };
+        let _ = fetcher.mesh.set(Arc::downgrade(&mesh.inner));
+        Ok(mesh)
     }
 }
 

@@ -282,7 +282,7 @@ fn finish_response(decision: &RouteDecision, after: &AfterResponse, resp: &mut R
 }
 
 /// The request's authority: the URI's, else the `Host` header.
-fn authority_of(parts: &http::request::Parts) -> Option<Cow<'_, str>> {
+pub(crate) fn authority_of(parts: &http::request::Parts) -> Option<Cow<'_, str>> {
     if let Some(a) = parts.uri.authority() {
         return Some(Cow::Borrowed(a.as_str()));
     }

@@ -211,6 +211,7 @@ pub struct Snapshot {
     destination_rules: DestinationRuleIndex,
     resources: usize,
     regexes: usize,
+    security: Arc<crate::inbound::Security>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -441,9 +442,20 @@ impl Snapshot {
                 destination_rules,
                 resources,
                 regexes: cache.len(),
+                security: Arc::default(),
             },
             warnings,
         }
+    }
+
+    /// The inbound policies compiled for this workload: PeerAuthentication,
+    /// RequestAuthentication, AuthorizationPolicy.
+    pub fn security(&self) -> &Arc<crate::inbound::Security> {
+        &self.security
+    }
+
+    pub(crate) fn set_security(&mut self, security: crate::inbound::Security) {
+        self.security = Arc::new(security);
     }
 
     /// The version: 1 for the mesh's first config, +1 per successful reload.
