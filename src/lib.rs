@@ -46,6 +46,7 @@ pub mod registry;
 pub mod resilience;
 pub mod route;
 pub mod snapshot;
+pub mod tls;
 pub mod validate;
 #[cfg(feature = "watch")]
 pub mod watch;
