@@ -276,6 +276,7 @@ fn load_files(origin: &Originate, protocol: UpstreamProtocol) -> Result<Arc<Clie
 }
 
 type FileKey = (Arc<Originate>, UpstreamProtocol);
+type FileCache = Arc<Mutex<HashMap<FileKey, (Instant, Arc<ClientConfig>)>>>;
 
 /// The pool connector for mesh traffic: plaintext for [`TlsPolicy::Plaintext`], TLS per the
 /// [`Originate`] policy otherwise.
@@ -296,7 +297,7 @@ type FileKey = (Arc<Originate>, UpstreamProtocol);
 pub struct TlsConnector {
     identity: Option<IdentityManager>,
     tcp: TcpConnector,
-    files: Arc<Mutex<HashMap<FileKey, (Instant, Arc<ClientConfig>)>>>,
+    files: FileCache,
     file_refresh: Duration,
 }
 

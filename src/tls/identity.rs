@@ -61,18 +61,11 @@ pub enum IdentityError {
     #[error("bad trust bundle: {0}")]
     Bundle(String),
     /// The leaf does not chain to the trust bundle.
-    #[error(
-        "the certificate for {id} (issuer {issuer}) does not chain to the trust bundle [{}]: {detail}",
-        .roots.join("; ")
-    )]
+    #[error("the certificate for {id} does not chain to the trust bundle: {detail}")]
     NotIssuedByBundle {
         /// The leaf's SPIFFE ID.
         id: SpiffeId,
-        /// The leaf's issuer.
-        issuer: String,
-        /// The bundle's root subjects.
-        roots: Vec<String>,
-        /// webpki's reason.
+        /// The leaf's issuer, the bundle's roots and webpki's reason.
         detail: String,
     },
     /// The certificate is past its `notAfter`.
@@ -393,9 +386,11 @@ fn check_chain(
             Err(e) => {
                 return Err(IdentityError::NotIssuedByBundle {
                     id: id.clone(),
-                    issuer: info.issuer.clone(),
-                    roots: bundle.names().to_vec(),
-                    detail: format!("{e:?}"),
+                    detail: format!(
+                        "issuer `{}` is not signed by any of [{}] ({e:?})",
+                        info.issuer,
+                        bundle.names().join("; ")
+                    ),
                 });
             }
         }

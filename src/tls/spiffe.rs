@@ -52,15 +52,25 @@ pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 pub struct SpiffeId {
     text: Arc<str>,
     /// Byte offset where the trust domain ends (and the path, possibly empty, starts).
-    td_end: usize,
+    /// Offsets fit `u16`: an id is at most [`MAX_SPIFFE_ID_LEN`] bytes.
+    td_end: u16,
     /// Byte ranges of the namespace and service account in Istio's form.
     istio: Option<IstioParts>,
 }
 
 #[derive(Clone, Copy)]
 struct IstioParts {
-    ns: (usize, usize),
-    sa: (usize, usize),
+    ns: (u16, u16),
+    sa: (u16, u16),
+}
+
+fn range(text: &str, (from, to): (u16, u16)) -> Option<&str> {
+    text.get(usize::from(from)..usize::from(to))
+}
+
+fn offset(at: usize) -> u16 {
+    // Callers have checked the length against MAX_SPIFFE_ID_LEN.
+    u16::try_from(at).unwrap_or(u16::MAX)
 }
 
 /// Why a string is not a SPIFFE ID.
@@ -185,14 +195,14 @@ impl SpiffeId {
         }
         let istio = match segments.as_slice() {
             [("ns", ..), (_, ns0, ns1), ("sa", ..), (_, sa0, sa1)] => Some(IstioParts {
-                ns: (*ns0, *ns1),
-                sa: (*sa0, *sa1),
+                ns: (offset(*ns0), offset(*ns1)),
+                sa: (offset(*sa0), offset(*sa1)),
             }),
             _ => None,
         };
         Ok(SpiffeId {
             text: s.into(),
-            td_end,
+            td_end: offset(td_end),
             istio,
         })
     }
@@ -220,22 +230,26 @@ impl SpiffeId {
 
     /// The trust domain (`cluster.local`).
     pub fn trust_domain(&self) -> &str {
-        self.text.get(SCHEME.len()..self.td_end).unwrap_or_default()
+        self.text
+            .get(SCHEME.len()..usize::from(self.td_end))
+            .unwrap_or_default()
     }
 
     /// The path with its leading `/` (`/ns/default/sa/sleep`), or `""` for a trust-domain id.
     pub fn path(&self) -> &str {
-        self.text.get(self.td_end..).unwrap_or_default()
+        self.text
+            .get(usize::from(self.td_end)..)
+            .unwrap_or_default()
     }
 
     /// The namespace when the path is Istio's `/ns/<ns>/sa/<sa>`, else `None`.
     pub fn namespace(&self) -> Option<&str> {
-        self.istio.and_then(|p| self.text.get(p.ns.0..p.ns.1))
+        self.istio.and_then(|p| range(&self.text, p.ns))
     }
 
     /// The service account when the path is Istio's `/ns/<ns>/sa/<sa>`, else `None`.
     pub fn service_account(&self) -> Option<&str> {
-        self.istio.and_then(|p| self.text.get(p.sa.0..p.sa.1))
+        self.istio.and_then(|p| range(&self.text, p.sa))
     }
 
     /// The id without `spiffe://` (`cluster.local/ns/default/sa/sleep`): what an
@@ -322,7 +336,8 @@ mod tests {
         let too_long = format!("spiffe://td/{}", "a".repeat(MAX_SPIFFE_ID_LEN - 11));
         let long_td = format!("spiffe://{}", "a".repeat(MAX_TRUST_DOMAIN_LEN + 1));
         let ok_td = format!("spiffe://{}/x", "a".repeat(MAX_TRUST_DOMAIN_LEN));
-        let cases: Vec<(&str, Result<(&str, &str), SpiffeIdError>)> = vec![
+        type Want<'a> = Result<(&'a str, &'a str), SpiffeIdError>;
+        let cases: Vec<(&str, Want<'_>)> = vec![
             (
                 "spiffe://cluster.local/ns/default/sa/sleep",
                 Ok(("cluster.local", "/ns/default/sa/sleep")),
