@@ -1,12 +1,4 @@
-//! rustls configurations for mesh mTLS, with Istio's ALPN values.
-//!
-//! Istio marks in-mesh mTLS with ALPN: a sidecar's client offers `istio-http/1.1, istio,
-//! http/1.1` for HTTP/1.1 and `istio-h2, istio, h2` for HTTP/2 (plus `istio-peer-exchange`
-//! for TCP metadata exchange, which tower-mesh never offers: it has no TCP proxying and
-//! peer-exchange frames would not be understood). The receiving sidecar negotiates plain
-//! `h2` / `http/1.1`. [`server_config`] accepts all of them, preferring the plain names, so
-//! both a real Istio sidecar and tower-mesh's own client negotiate; `istio-h2` and `h2` both
-//! mean HTTP/2 ([`alpn_is_h2`]).
+//! rustls configurations for mesh mTLS, with Istio's ALPN values (see [`SERVER_ALPN`]).
 
 use std::sync::Arc;
 
@@ -21,6 +13,14 @@ use crate::pool::UpstreamProtocol;
 
 /// What a mesh server accepts, in preference order: `h2`, `http/1.1`, `istio-h2`,
 /// `istio-http/1.1`, `istio`.
+///
+/// Istio marks in-mesh mTLS with ALPN: a sidecar's client offers `istio-http/1.1, istio,
+/// http/1.1` for HTTP/1.1 and `istio-h2, istio, h2` for HTTP/2 (plus `istio-peer-exchange`
+/// for TCP metadata exchange, which tower-mesh never offers: it has no TCP proxying and
+/// peer-exchange frames would not be understood). The receiving sidecar negotiates plain
+/// `h2` / `http/1.1`. [`server_config`] accepts all of them, preferring the plain names, so
+/// both a real Istio sidecar and tower-mesh's own client negotiate; `istio-h2` and `h2` both
+/// mean HTTP/2 ([`alpn_is_h2`]).
 pub const SERVER_ALPN: &[&[u8]] = &[b"h2", b"http/1.1", b"istio-h2", b"istio-http/1.1", b"istio"];
 
 /// What an Istio sidecar offers for HTTP/1.1 in the mesh: `istio-http/1.1, istio, http/1.1`.

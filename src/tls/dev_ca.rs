@@ -1,19 +1,4 @@
-//! A development certificate authority (feature `dev-ca`): issues SPIFFE workload
-//! certificates (X.509-SVIDs) the way Istio's CA does, for examples, tests and local set-ups.
-//!
-//! Not for production: the CA key lives in memory and is never persisted or protected.
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_mesh::tls::{DevCa, SpiffeId};
-//!
-//! let ca = DevCa::new("cluster.local")?;
-//! let id = SpiffeId::istio("cluster.local", "default", "sleep")?;
-//! let cert = ca.issue(&id, Duration::from_secs(24 * 3600))?;
-//! let identity = cert.identity()?;
-//! assert_eq!(identity.spiffe_id(), &id);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! A development certificate authority (feature `dev-ca`): [`DevCa`].
 
 use std::fmt;
 use std::io;
@@ -51,6 +36,21 @@ pub enum DevCaError {
 /// is `O=cluster.local`); leaves carry one URI SAN (the SPIFFE ID), an empty subject (so the
 /// SAN is critical), `digitalSignature, keyEncipherment`, and both `serverAuth` and
 /// `clientAuth`, as Istio's workload certificates do. Keys are ECDSA P-256.
+///
+/// For examples, tests and local set-ups. Not for production: the CA key lives in memory and
+/// is never persisted or protected.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_mesh::tls::{DevCa, SpiffeId};
+///
+/// let ca = DevCa::new("cluster.local")?;
+/// let id = SpiffeId::istio("cluster.local", "default", "sleep")?;
+/// let cert = ca.issue(&id, Duration::from_secs(24 * 3600))?;
+/// let identity = cert.identity()?;
+/// assert_eq!(identity.spiffe_id(), &id);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct DevCa {
     trust_domain: Arc<str>,
     issuer: Issuer<'static, KeyPair>,

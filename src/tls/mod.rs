@@ -17,7 +17,7 @@
 //! - [`server_config`] / [`client_config`] with Istio's ALPN values;
 //! - [`PeerIdentity`]: who the peer is, for request extensions (and an axum extractor);
 //! - [`Originate`] and [`TlsConnector`]: DestinationRule `tls` on the pools' connector slot;
-//! - [`DevCa`] (feature `dev-ca`): a development CA for tests and examples.
+//! - `DevCa` (feature `dev-ca`): a development CA for tests and examples.
 //!
 //! ```
 //! # #[cfg(feature = "dev-ca")] {

@@ -1,35 +1,4 @@
-//! Rotation without restart: [`IdentityManager`] polls an [`IdentitySource`], publishes rustls
-//! configurations for the newest identity, and warns before the certificate expires.
-//!
-//! Istio's istio-agent rotates workload certificates at half their lifetime (24 h by
-//! default) and pushes them to Envoy over SDS; Envoy uses the new certificate for new
-//! handshakes while established connections keep the one they negotiated. The manager does
-//! the same for a process: every refresh period (default 30 s) it asks the source for its
-//! [`Revision`] (for [`PemFiles`](super::PemFiles): modification times and sizes) and, when it
-//! changed, loads and checks the new material on tokio's blocking pool. A good identity is
-//! published atomically (arc-swap): [`server_config`](IdentityManager::server_config) and
-//! [`client_config`](IdentityManager::client_config) return configurations built for it, so
-//! the next handshake presents the new certificate; connections already established are
-//! untouched. A bad one (half-written files, a key that does not match, an expired
-//! certificate) is reported once ([`IdentityEvent::ReloadFailed`] and a `tracing` warning)
-//! and the old identity keeps serving.
-//!
-//! **Expiry warning**: when the current certificate has less than
-//! [`IdentitySettings::expiry_warning`] left (default: a fifth of its lifetime, at most 24 h;
-//! so 4.8 h for Istio's 24 h certificates, 24 h for a one-year certificate), the manager logs
-//! `tracing::warn!` (target `tower_mesh::tls`) and sends [`IdentityEvent::Expiring`], once per
-//! certificate, and once more when it has expired.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), tower_mesh::tls::IdentityError> {
-//! use tower_mesh::tls::{ClientAuth, IdentityManager, IdentitySettings, PemFiles};
-//!
-//! let manager = IdentityManager::new(PemFiles::in_dir("/etc/certs"), IdentitySettings::default())?;
-//! let _task = manager.spawn_refresh();
-//! let mut events = manager.subscribe();
-//! let acceptor = tokio_rustls::TlsAcceptor::from(manager.server_config(ClientAuth::Required));
-//! # let _ = (acceptor, events.recv().await); Ok(()) }
-//! ```
+//! Rotation without restart and expiry warnings: [`IdentityManager`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -129,8 +98,40 @@ struct Shared {
     refreshing: tokio::sync::Mutex<()>,
 }
 
-/// Holds a workload's current identity and the rustls configurations built for it; see the
-/// [module docs](self). Cloning is cheap and clones share everything.
+/// Rotation without restart: the manager polls an [`IdentitySource`], publishes rustls
+/// configurations for the newest identity, and warns before the certificate expires.
+///
+/// Istio's istio-agent rotates workload certificates at half their lifetime (24 h by
+/// default) and pushes them to Envoy over SDS; Envoy uses the new certificate for new
+/// handshakes while established connections keep the one they negotiated. The manager does
+/// the same for a process: every refresh period (default 30 s) it asks the source for its
+/// [`Revision`] (for [`PemFiles`](super::PemFiles): modification times and sizes) and, when it
+/// changed, loads and checks the new material on tokio's blocking pool. A good identity is
+/// published atomically (arc-swap): [`server_config`](IdentityManager::server_config) and
+/// [`client_config`](IdentityManager::client_config) return configurations built for it, so
+/// the next handshake presents the new certificate; connections already established are
+/// untouched. A bad one (half-written files, a key that does not match, an expired
+/// certificate) is reported once ([`IdentityEvent::ReloadFailed`] and a `tracing` warning)
+/// and the old identity keeps serving.
+///
+/// **Expiry warning**: when the current certificate has less than
+/// [`IdentitySettings::expiry_warning`] left (default: a fifth of its lifetime, at most 24 h;
+/// so 4.8 h for Istio's 24 h certificates, 24 h for a one-year certificate), the manager logs
+/// `tracing::warn!` (target `tower_mesh::tls`) and sends [`IdentityEvent::Expiring`], once per
+/// certificate, and once more when it has expired.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tower_mesh::tls::IdentityError> {
+/// use tower_mesh::tls::{ClientAuth, IdentityManager, IdentitySettings, PemFiles};
+///
+/// let manager = IdentityManager::new(PemFiles::in_dir("/etc/certs"), IdentitySettings::default())?;
+/// let _task = manager.spawn_refresh();
+/// let mut events = manager.subscribe();
+/// let acceptor = tokio_rustls::TlsAcceptor::from(manager.server_config(ClientAuth::Required));
+/// # let _ = (acceptor, events.recv().await); Ok(()) }
+/// ```
+///
+/// Cloning is cheap and clones share everything.
 #[derive(Clone)]
 pub struct IdentityManager {
     shared: Arc<Shared>,

@@ -1,33 +1,6 @@
-//! Certificate verifiers for SPIFFE mTLS (and for plain TLS origination with DNS names).
-//!
-//! An X.509-SVID names its workload with one URI SAN and no DNS name, so rustls' built-in
-//! WebPKI verifiers (which check a DNS name or IP) cannot decide whether a peer is acceptable.
-//! These verifiers do what Envoy's SPIFFE certificate validator does in an Istio sidecar:
-//!
-//! 1. **Chain**: the leaf and the intermediates the peer sent are checked with webpki against
-//!    the trust bundle's anchors, with *ring*'s signature algorithms, at the handshake's time
-//!    (validity of every certificate in the path, basic constraints, and the extended key
-//!    usage: `clientAuth` for a client, `serverAuth` for a server, when the leaf restricts it).
-//! 2. **SPIFFE ID**: the leaf must have exactly one URI SAN, a valid [`SpiffeId`] with a path
-//!    (the X.509-SVID rule), read with x509-parser.
-//! 3. **Trust domain**: the id's trust domain must be ours or one of the bundle's aliases
-//!    (MeshConfig `trustDomainAliases`): a CA shared by two meshes does not let one mesh's
-//!    workloads pass for the other's.
-//! 4. **Expected identity** (client side only): the server's id must be one of the expected
-//!    identities (DestinationRule `subjectAltNames`, else the endpoint's service account).
-//!    An empty list accepts any server of an accepted trust domain, as Envoy does when Istio
-//!    knows no SAN for a destination.
-//!
-//! Handshake signatures (`CertificateVerify`) are checked with *ring*'s algorithms.
-//!
-//! **What each side sees.** The side that rejects gets a [`VerifyError`] inside the rustls
-//! error; [`VerifyError::of`] gets it back and [`describe_handshake_error`] turns a handshake's
-//! `io::Error` into one line (`invalid peer certificate: certificate from another CA: …`).
-//! The other side only gets a TLS alert: `CertificateExpired` for an expired or not-yet-valid
-//! certificate (rustls' own context errors are used for those, so the alert is the specific
-//! one; their text is rustls'), `CertificateRequired` when a client sent no certificate to a
-//! server that requires one, and `HandshakeFailure` for an unknown CA and the SPIFFE checks
-//! (rustls displays only that variant of its errors with our text intact).
+//! Certificate verifiers for SPIFFE mTLS (and for plain TLS origination with DNS names). The
+//! steps are documented on [`SpiffeClientVerifier`] and [`SpiffeServerVerifier`], what each
+//! side of a refused handshake sees on [`VerifyError`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -109,6 +82,15 @@ fn list<T: fmt::Display>(items: &[T]) -> String {
 }
 
 /// Why a peer certificate was rejected, in words a person can act on.
+///
+/// **What each side sees.** The side that rejects gets a `VerifyError` inside the rustls
+/// error; [`VerifyError::of`] gets it back and [`describe_handshake_error`] turns a
+/// handshake's `io::Error` into one line (`invalid peer certificate: certificate from another
+/// CA: …`). The other side only gets a TLS alert: `CertificateExpired` for an expired or
+/// not-yet-valid certificate (rustls' own context errors are used for those so that the alert
+/// is the specific one; their text is rustls'), `CertificateRequired` when a client sent no
+/// certificate to a server that requires one, and `HandshakeFailure` for an unknown CA and the
+/// SPIFFE checks (rustls prints only that kind of error with our text intact).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
@@ -354,8 +336,27 @@ pub enum ClientAuth {
     Optional,
 }
 
-/// The server-side verifier of client X.509-SVIDs (steps 1–3 of the [module](self) docs),
-/// for rustls' [`ClientCertVerifier`].
+/// The server-side verifier of client X.509-SVIDs, for rustls' [`ClientCertVerifier`].
+///
+/// An X.509-SVID names its workload with one URI SAN and no DNS name, so rustls' WebPKI
+/// verifiers cannot decide whether a peer is acceptable. This does what Envoy's SPIFFE
+/// certificate validator does in an Istio sidecar's inbound listener:
+///
+/// 1. **Chain**: the leaf and the intermediates the client sent are checked with webpki
+///    against the trust bundle's anchors, with *ring*'s signature algorithms, at the
+///    handshake's time: validity of every certificate in the path, basic constraints, and the
+///    extended key usage `clientAuth` when the leaf restricts it. Failures:
+///    [`VerifyError::OtherCa`], `Expired`, `NotYetValid`, `WrongUsage`, `Chain`.
+/// 2. **SPIFFE ID**: the leaf must have exactly one URI SAN, a valid [`SpiffeId`] with a path
+///    (the X.509-SVID rule), read with x509-parser ([`VerifyError::Svid`]).
+/// 3. **Trust domain**: the id's trust domain must be ours or one of the bundle's aliases
+///    (MeshConfig `trustDomainAliases`), so a CA shared by two meshes does not let one mesh's
+///    workloads pass for the other's ([`VerifyError::ForeignTrustDomain`]).
+///
+/// Who may call what is AuthorizationPolicy's business, not the handshake's: any workload of
+/// an accepted trust domain gets in, with its [`PeerIdentity`](super::PeerIdentity).
+/// Handshake signatures (`CertificateVerify`) are checked with *ring*'s algorithms. Without a
+/// certificate the handshake fails when [`ClientAuth::Required`] (rustls' own check).
 pub struct SpiffeClientVerifier {
     bundle: TrustBundle,
     trust_domains: Arc<[Arc<str>]>,
@@ -451,8 +452,26 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 }
 
-/// The client-side verifier of a server's X.509-SVID (steps 1–4 of the [module](self) docs),
-/// for `ISTIO_MUTUAL`. The TLS server name (SNI) plays no part: SVIDs carry no DNS name.
+/// The client-side verifier of a server's X.509-SVID for `ISTIO_MUTUAL`, for rustls'
+/// [`ServerCertVerifier`], as Envoy's SPIFFE validator does on an Istio sidecar's outbound
+/// cluster:
+///
+/// 1. **Chain**: the leaf and the intermediates the server sent are checked with webpki
+///    against the trust bundle's anchors, with *ring*'s signature algorithms, at the
+///    handshake's time: validity, basic constraints, and the extended key usage `serverAuth`
+///    when the leaf restricts it. Failures: [`VerifyError::OtherCa`], `Expired`,
+///    `NotYetValid`, `WrongUsage`, `Chain`.
+/// 2. **SPIFFE ID**: exactly one URI SAN, a valid [`SpiffeId`] with a path
+///    ([`VerifyError::Svid`]).
+/// 3. **Trust domain**: ours or an alias ([`VerifyError::ForeignTrustDomain`]).
+/// 4. **Expected identity**: the id must be one of the expected identities (DestinationRule
+///    `subjectAltNames`, else the SPIFFE ID of the endpoint's service account); a DNS entry
+///    matches the certificate's DNS SANs ([`VerifyError::Unexpected`]). An empty list accepts
+///    any server of an accepted trust domain, as Envoy does when Istio knows no SAN for a
+///    destination.
+///
+/// The TLS server name (SNI) plays no part: SVIDs carry no DNS name. Handshake signatures are
+/// checked with *ring*'s algorithms.
 pub struct SpiffeServerVerifier {
     bundle: TrustBundle,
     trust_domains: Arc<[Arc<str>]>,
