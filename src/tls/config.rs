@@ -128,3 +128,54 @@ pub fn origination_config(
     config.alpn_protocols = alpn_vec(plain_alpn(protocol));
     Ok(Arc::new(config))
 }
+
+/// Whether the first bytes of a connection are a TLS ClientHello, for PeerAuthentication
+/// `PERMISSIVE` (one port serving mTLS and plaintext, as Envoy's `tls_inspector` decides):
+/// a handshake record (`0x16`), a `3.x` record version, and handshake type `client_hello`
+/// (`0x01`) in byte 6. `None` while fewer than 6 bytes have arrived and they could still be
+/// one; `Some(false)` as soon as they cannot (an HTTP method, the HTTP/2 preface `PRI `).
+pub fn is_tls_client_hello(prefix: &[u8]) -> Option<bool> {
+    let checks: [fn(u8) -> bool; 6] = [
+        |b| b == 0x16,
+        |b| b == 0x03,
+        |b| b <= 0x04,
+        |_| true,
+        |_| true,
+        |b| b == 0x01,
+    ];
+    for (byte, ok) in prefix.iter().zip(checks) {
+        if !ok(*byte) {
+            return Some(false);
+        }
+    }
+    (prefix.len() >= checks.len()).then_some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_hello_is_told_from_plaintext_by_its_first_bytes() {
+        assert_eq!(is_tls_client_hello(b""), None);
+        assert_eq!(is_tls_client_hello(&[0x16, 0x03]), None);
+        assert_eq!(
+            is_tls_client_hello(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]),
+            Some(true)
+        );
+        assert_eq!(
+            is_tls_client_hello(&[0x16, 0x03, 0x03, 0x00, 0x10, 0x01, 0xff]),
+            Some(true)
+        );
+        // A ServerHello, a TLS alert, SSLv2-looking bytes, HTTP/1.1 and the HTTP/2 preface.
+        assert_eq!(
+            is_tls_client_hello(&[0x16, 0x03, 0x03, 0x00, 0x10, 0x02]),
+            Some(false)
+        );
+        assert_eq!(is_tls_client_hello(&[0x15, 0x03, 0x03]), Some(false));
+        assert_eq!(is_tls_client_hello(&[0x16, 0x02]), Some(false));
+        assert_eq!(is_tls_client_hello(b"GET / HTTP/1.1\r\n"), Some(false));
+        assert_eq!(is_tls_client_hello(b"PRI * HTTP/2.0\r\n"), Some(false));
+        assert_eq!(is_tls_client_hello(&[0x16, 0x03, 0x09]), Some(false));
+    }
+}

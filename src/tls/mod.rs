@@ -58,7 +58,7 @@ mod verify;
 pub use cert::SvidError;
 pub use config::{
     ISTIO_ALPN_ANY, ISTIO_ALPN_H2, ISTIO_ALPN_HTTP1, SERVER_ALPN, alpn_is_h2, client_config,
-    istio_alpn, origination_config, plain_alpn, server_config,
+    is_tls_client_hello, istio_alpn, origination_config, plain_alpn, server_config,
 };
 pub use connect::{Originate, OriginateError, TlsConnector};
 #[cfg(feature = "dev-ca")]

@@ -251,11 +251,12 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
         .identity()
         .expect("identity");
     let out = exchange(server(&s), client(&expired, &[])).await;
+    let e = err(&out.server);
     assert!(
-        err(&out.server).contains("certificate expired"),
-        "{:?}",
-        out.server
+        e.starts_with("invalid peer certificate: certificate expired at 20"),
+        "{e}"
     );
+    assert!(e.ends_with("Z (1d0h ago)"), "{e}");
     assert!(
         err(&out.client).contains("CertificateExpired"),
         "{:?}",
@@ -268,11 +269,9 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
         .identity()
         .expect("identity");
     let out = exchange(server(&s), client(&early, &[])).await;
-    assert!(
-        err(&out.server).contains("certificate not valid yet"),
-        "{:?}",
-        out.server
-    );
+    let e = err(&out.server);
+    assert!(e.contains("certificate is not valid before 20"), "{e}");
+    assert!(e.contains("from now; is a clock wrong?"), "{e}");
     assert!(
         err(&out.client).contains("CertificateExpired"),
         "{:?}",
@@ -288,7 +287,7 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
         .expect("identity");
     let out = exchange(server(&expired_server), client(&c, &[])).await;
     assert!(
-        err(&out.client).contains("certificate expired"),
+        err(&out.client).contains("certificate expired at"),
         "{:?}",
         out.client
     );
@@ -868,4 +867,29 @@ fn originate_from_destination_rule_tls() {
         a.to_string(),
         "tls(ISTIO_MUTUAL [spiffe://cluster.local/ns/default/sa/reviews])"
     );
+}
+
+#[tokio::test]
+async fn a_real_client_hello_is_recognised_by_its_first_bytes() {
+    let ca = ca();
+    let c = identity(&ca, &id("default", "productpage"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let dialer = tokio::spawn(async move {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        // The handshake fails when the listener closes; only the ClientHello matters.
+        let _ = tokio_rustls::TlsConnector::from(client(&c, &[]))
+            .connect(ServerName::try_from("reviews").expect("name"), tcp)
+            .await;
+    });
+    let (tcp, _) = listener.accept().await.expect("accept");
+    let mut buf = [0u8; 16];
+    let mut seen = 0;
+    while seen < 6 {
+        seen = tcp.peek(&mut buf).await.expect("peek");
+        assert_ne!(seen, 0, "closed before a ClientHello");
+    }
+    assert_eq!(is_tls_client_hello(&buf[..seen]), Some(true));
+    drop(tcp);
+    dialer.await.expect("dialer");
 }

@@ -214,19 +214,36 @@ impl VerifyError {
 }
 
 /// One line for a failed TLS handshake (or a read that received the peer's alert): the
-/// [`VerifyError`] as `invalid peer certificate: …` when our verifier refused the peer,
-/// rustls' or the socket's words otherwise (`received fatal alert: CertificateRequired`).
+/// [`VerifyError`] as `invalid peer certificate: …` when our verifier refused the peer (an
+/// expired one reads `certificate expired at 2025-03-01T12:00:00Z (2h5m ago)`), rustls' or
+/// the socket's words otherwise (`received fatal alert: CertificateRequired`).
 pub fn describe_handshake_error(err: &std::io::Error) -> String {
     let rustls_err = err
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match rustls_err {
-        Some(e) => match VerifyError::of(e) {
-            Some(v) => format!("invalid peer certificate: {v}"),
-            None => e.to_string(),
+    let secs = |t: &UnixTime| i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
+    let ours = match rustls_err {
+        None => return err.to_string(),
+        Some(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext {
+            time,
+            not_after,
+        })) => VerifyError::Expired {
+            not_after: secs(not_after),
+            now: secs(time),
         },
-        None => err.to_string(),
-    }
+        Some(rustls::Error::InvalidCertificate(CertificateError::NotValidYetContext {
+            time,
+            not_before,
+        })) => VerifyError::NotYetValid {
+            not_before: secs(not_before),
+            now: secs(time),
+        },
+        Some(e) => match VerifyError::of(e) {
+            Some(v) => v.clone(),
+            None => return e.to_string(),
+        },
+    };
+    format!("invalid peer certificate: {ours}")
 }
 
 #[derive(Clone, Copy)]
