@@ -90,8 +90,10 @@ struct Shared {
     current: ArcSwap<Published>,
     clients: Mutex<HashMap<ClientKey, (u64, Arc<ClientConfig>)>>,
     events: broadcast::Sender<IdentityEvent>,
-    /// The revision last refused, so one bad file is reported once.
+    /// The revision last refused, so one bad file is loaded and reported once.
     last_failed: Mutex<Option<Revision>>,
+    /// The last error reported, so a persistent one (a missing file) is reported once.
+    last_reported: Mutex<Option<String>>,
     /// (generation, 0 = nothing said, 1 = expiring said, 2 = expired said).
     warned: Mutex<(u64, u8)>,
     /// One refresh at a time.
@@ -213,6 +215,7 @@ impl IdentityManager {
                 clients: Mutex::new(HashMap::new()),
                 events,
                 last_failed: Mutex::new(None),
+                last_reported: Mutex::new(None),
                 warned: Mutex::new((0, 0)),
                 refreshing: tokio::sync::Mutex::new(()),
             }),
@@ -245,12 +248,26 @@ impl IdentityManager {
 
     /// Checks the source now: reloads and publishes when its revision changed, then checks
     /// expiry. `Ok(true)` when a new certificate was published; an error when the new
-    /// material was refused (the previous identity keeps serving; reported once per
-    /// revision).
+    /// material was refused or the source could not be read (the previous identity keeps
+    /// serving). Each bad revision is loaded and reported once, and an error that persists
+    /// (a missing file) is reported once, not at every refresh.
     pub async fn refresh(&self) -> Result<bool, IdentityError> {
         let _one = self.shared.refreshing.lock().await;
         let result = self.reload().await;
-        if let Err(error) = &result {
+        let text = result.as_ref().err().map(ToString::to_string);
+        let repeated = {
+            let mut last = self
+                .shared
+                .last_reported
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let repeated = text.is_some() && *last == text;
+            *last = text;
+            repeated
+        };
+        if let Err(error) = &result
+            && !repeated
+        {
             let source: Arc<str> = self.shared.source.describe().into();
             tracing::warn!(
                 target: "tower_mesh::tls",

@@ -893,3 +893,41 @@ async fn a_real_client_hello_is_recognised_by_its_first_bytes() {
     drop(tcp);
     dialer.await.expect("dialer");
 }
+
+#[tokio::test]
+async fn a_persistent_source_error_is_reported_once_and_the_identity_keeps_serving() {
+    let ca = ca();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issued = ca.issue(&id("default", "reviews"), DAY).expect("issue");
+    let files = issued.write_pem_files(dir.path()).expect("write");
+    let manager =
+        IdentityManager::new(files.clone(), IdentitySettings::default()).expect("manager");
+    let mut events = manager.subscribe();
+    let serial = manager.current().serial().to_owned();
+
+    std::fs::remove_file(&files.key).expect("rm");
+    let e = manager
+        .refresh()
+        .await
+        .expect_err("missing key")
+        .to_string();
+    assert!(e.contains("key.pem") && e.contains("cannot read"), "{e}");
+    assert!(manager.refresh().await.is_err());
+    assert!(matches!(
+        events.try_recv(),
+        Ok(IdentityEvent::ReloadFailed { .. })
+    ));
+    assert!(events.try_recv().is_err(), "reported once");
+    assert_eq!(manager.current().serial(), serial);
+
+    // Back in place (the same material): no rotation, and the next failure is reported again.
+    issued.write_pem_files(dir.path()).expect("write");
+    assert!(!manager.refresh().await.expect("readable again"));
+    assert_eq!(manager.generation(), 1);
+    std::fs::remove_file(&files.key).expect("rm");
+    assert!(manager.refresh().await.is_err());
+    assert!(matches!(
+        events.try_recv(),
+        Ok(IdentityEvent::ReloadFailed { .. })
+    ));
+}
