@@ -50,6 +50,7 @@ pub mod resilience;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod validate;
 #[cfg(feature = "watch")]
 pub mod watch;

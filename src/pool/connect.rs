@@ -2,7 +2,7 @@
 //!
 //! A [`Pool`](super::Pool) never opens sockets itself; it asks its [`Connect`] for a
 //! [`Connected`] transport to a [`ConnectTarget`]. [`TcpConnector`] (the default) opens plain
-//! TCP; the security issue plugs in a connector that originates (m)TLS for the target's
+//! TCP; [`TlsConnector`](crate::tls::TlsConnector) originates (m)TLS for the target's
 //! [`TlsPolicy`] and reports the negotiated ALPN protocol.
 //!
 //! The pool, not the connector, enforces Istio's `connectionPool.tcp.connectTimeout` (default
@@ -20,29 +20,31 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::error::{BoxError, Error, ResetReason};
+use crate::tls::Originate;
 
 /// The TLS a connection to an endpoint originates: part of a [`PoolKey`](super::PoolKey), so
 /// endpoints reached with different TLS settings never share connections.
 ///
 /// Istio's DestinationRule `trafficPolicy.tls` (`mode: DISABLE | SIMPLE | MUTUAL |
-/// ISTIO_MUTUAL`, default: auto mTLS, i.e. `ISTIO_MUTUAL` towards mesh workloads) decides it.
-/// This issue only moves plaintext; the security issue gives [`TlsPolicy::Tls`] its meaning.
+/// ISTIO_MUTUAL`, default: auto mTLS, i.e. `ISTIO_MUTUAL` towards mesh workloads) decides it;
+/// [`Originate::from_settings`](crate::tls::Originate::from_settings) compiles a `tls` block.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum TlsPolicy {
     /// No TLS: `tls.mode: DISABLE`, or a destination outside the mesh reached in plaintext.
     #[default]
     Plaintext,
-    /// TLS described by an opaque id that a TLS-capable [`Connect`] understands (for instance
-    /// the name of a compiled `ClientTlsSettings`: mode, SNI, certificates, ALPN). Connectors
-    /// that cannot originate TLS refuse it ([`TcpConnector`] does, with a clear error).
-    Tls(Arc<str>),
+    /// Originate TLS as described ([`Originate`]: `ISTIO_MUTUAL`, `MUTUAL`, `SIMPLE`), compared
+    /// and hashed by content. A TLS-capable [`Connect`] such as
+    /// [`TlsConnector`](crate::tls::TlsConnector) originates it; connectors that cannot
+    /// refuse it ([`TcpConnector`] does, with a clear error).
+    Tls(Arc<Originate>),
 }
 
 impl fmt::Display for TlsPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TlsPolicy::Plaintext => f.write_str("plaintext"),
-            TlsPolicy::Tls(id) => write!(f, "tls({id})"),
+            TlsPolicy::Tls(origin) => write!(f, "tls({origin})"),
         }
     }
 }
@@ -149,11 +151,11 @@ impl Connect for TcpConnector {
         let addr = target.addr;
         let tls = target.tls.clone();
         Box::pin(async move {
-            if let TlsPolicy::Tls(id) = tls {
+            if let TlsPolicy::Tls(origin) = tls {
                 return Err(Box::new(Error::UpstreamReset {
                     reason: ResetReason::ConnectionFailure,
                     transport_failure: Some(format!(
-                        "TLS policy {id} needs a TLS-capable connector; TcpConnector only \
+                        "TLS policy {origin} needs a TLS-capable connector; TcpConnector only \
                          connects in plaintext"
                     )),
                 }) as BoxError);
@@ -258,7 +260,7 @@ mod tests {
         let target = ConnectTarget {
             addr: SocketAddr::from(([127, 0, 0, 1], 9)),
             server_name: "reviews".into(),
-            tls: TlsPolicy::Tls("istio-mutual".into()),
+            tls: TlsPolicy::Tls(Arc::new(Originate::istio_mutual([]))),
             protocol: UpstreamProtocol::Http1,
         };
         let err = match TcpConnector.connect(&target).await {
@@ -266,7 +268,7 @@ mod tests {
             Ok(_) => panic!("TcpConnector must not connect for a TLS policy"),
         };
         let text = err.to_string();
-        assert!(text.contains("istio-mutual"), "{text}");
+        assert!(text.contains("ISTIO_MUTUAL"), "{text}");
         assert!(text.contains("TLS-capable connector"), "{text}");
     }
 }

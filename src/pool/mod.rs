@@ -10,7 +10,7 @@
 //!   [`UpstreamProtocol`]) and sends requests over them ([`Pool::send`]);
 //! - [`Pools`] is the registry of pools, shared by every destination;
 //! - a [`Connect`] is the connector slot: [`TcpConnector`] (the default) opens plaintext TCP,
-//!   the security layer plugs in mTLS.
+//!   [`TlsConnector`](crate::tls::TlsConnector) originates (m)TLS.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tower_mesh::error::Error> {

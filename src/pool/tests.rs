@@ -668,7 +668,7 @@ async fn pools_registry_shares_replaces_and_retains() {
         UpstreamProtocol::Http1,
     );
     let b = PoolKey {
-        tls: TlsPolicy::Tls("istio-mutual".into()),
+        tls: TlsPolicy::Tls(Arc::new(crate::tls::Originate::istio_mutual([]))),
         ..a.clone()
     };
     let settings = PoolSettings::default();
