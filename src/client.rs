@@ -70,8 +70,13 @@ pub(crate) type Stack =
 type ClusterStack = CircuitBreakerService<Upstream>;
 
 /// Builds the stack below the router for a mesh with these parts.
-pub(crate) fn build_stack(pools: Pools, events: broadcast::Sender<MeshEvent>, seed: u64) -> Stack {
-    let upstream = Upstream::with_parts(pools, events.clone());
+pub(crate) fn build_stack(
+    pools: Pools,
+    events: broadcast::Sender<MeshEvent>,
+    seed: u64,
+    mtls: Option<Arc<str>>,
+) -> Stack {
+    let upstream = Upstream::with_parts(pools, events.clone(), mtls);
     let cluster = CircuitBreakerLayer::new(|c: &Cluster| Some(c.state().circuit_breaker.clone()))
         .layer(upstream);
     let retry_events = events.clone();
@@ -215,17 +220,32 @@ pub struct Upstream {
 struct UpstreamShared {
     pools: Pools,
     events: broadcast::Sender<MeshEvent>,
+    /// The trust domain, when the mesh has a workload identity (mTLS possible).
+    mtls: Option<Arc<str>>,
 }
 
 impl Upstream {
     /// The upstream sender of `mesh`.
     pub fn new(mesh: &Mesh) -> Self {
-        Upstream::with_parts(mesh.pools().clone(), mesh.inner.events.clone())
+        let mtls = mesh
+            .inner
+            .identity
+            .as_ref()
+            .map(|_| Arc::<str>::from(mesh.inner.settings.trust_domain.as_str()));
+        Upstream::with_parts(mesh.pools().clone(), mesh.inner.events.clone(), mtls)
     }
 
-    pub(crate) fn with_parts(pools: Pools, events: broadcast::Sender<MeshEvent>) -> Self {
+    pub(crate) fn with_parts(
+        pools: Pools,
+        events: broadcast::Sender<MeshEvent>,
+        mtls: Option<Arc<str>>,
+    ) -> Self {
         Upstream {
-            shared: Arc::new(UpstreamShared { pools, events }),
+            shared: Arc::new(UpstreamShared {
+                pools,
+                events,
+                mtls,
+            }),
         }
     }
 }
@@ -316,9 +336,13 @@ impl Service<Request<MeshBody>> for Upstream {
                 let in_flight = cluster.state().lb.start(addr);
                 let protocol = cluster.protocol_for(req.version());
                 set_version(&mut req, protocol);
+                let tls = match upstream_tls(&cluster, endpoint, self.shared.mtls.as_deref()) {
+                    Ok(tls) => tls,
+                    Err(err) => return Box::pin(async move { Err(err) }),
+                };
                 let key = PoolKey {
                     addr,
-                    tls: TlsPolicy::Plaintext,
+                    tls,
                     protocol,
                     cluster: Some(cluster.key().clone()),
                 };
@@ -385,6 +409,45 @@ impl Upstream {
     fn outlier_events(&self, cluster: &ClusterKey, events: Vec<OutlierEvent>) {
         send_outlier_events(&self.shared.events, cluster, events);
     }
+}
+
+/// The label Istio puts on endpoints whose workload has a sidecar (auto mTLS reaches them with
+/// `ISTIO_MUTUAL`).
+const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// The TLS towards `endpoint` of `cluster`: the DestinationRule's `tls` when it has one
+/// (`DISABLE` = plaintext), else auto mTLS: `ISTIO_MUTUAL` to endpoints labelled
+/// `security.istio.io/tlsMode: istio` when the mesh has an identity (`mtls` is its trust
+/// domain), plaintext otherwise. `ISTIO_MUTUAL` expects the SPIFFE ID of the endpoint's
+/// service account (namespace from a `*.<ns>.svc.*` host), or any identity of the trust
+/// domain when it has none; `subjectAltNames` override.
+fn upstream_tls(
+    cluster: &Cluster,
+    endpoint: &crate::registry::Endpoint,
+    mtls: Option<&str>,
+) -> Result<TlsPolicy, Error> {
+    let identity = || {
+        let td = mtls?;
+        let sa = endpoint.service_account.as_deref()?;
+        let ns = cluster.key().host.split('.').nth(1)?;
+        crate::tls::SpiffeId::istio(td, ns, sa).ok()
+    };
+    let originate = match &cluster.policy().tls {
+        Some(settings) => crate::tls::Originate::from_settings(settings, identity().as_ref())
+            .map_err(|e| Error::UpstreamReset {
+                reason: ResetReason::ConnectionFailure,
+                transport_failure: Some(format!("DestinationRule tls: {e}")),
+            })?,
+        None if mtls.is_some()
+            && endpoint.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio") =>
+        {
+            Some(crate::tls::Originate::istio_mutual(
+                identity().map(crate::tls::ExpectedSan::Spiffe),
+            ))
+        }
+        None => None,
+    };
+    Ok(originate.map_or(TlsPolicy::Plaintext, |o| TlsPolicy::Tls(Arc::new(o))))
 }
 
 /// Held by an upstream try while it waits for its response headers: dropped armed after the

@@ -167,17 +167,11 @@ async fn check(
     })?;
     let host = crate::route::layer::authority_of(parts).unwrap_or_default();
     let conn = parts.extensions.get::<ConnectionInfo>();
-    let peer: Option<&String> = None;
-    let principal_text = peer.map(|p| p.to_string());
+    let peer = parts.extensions.get::<crate::tls::PeerIdentity>();
+    let principal_text = peer.map(|p| p.principal().to_string());
     let port = conn.map_or(0, |c| c.local_addr.port());
     let decision = {
-        let mut req = AuthzRequest::http(
-            parts.method.as_str(),
-            &host,
-            &path,
-            &parts.headers,
-            port,
-        );
+        let mut req = AuthzRequest::http(parts.method.as_str(), &host, &path, &parts.headers, port);
         if let Some(p) = &principal_text {
             req = req.with_peer(p);
         }
@@ -233,6 +227,24 @@ impl Mesh {
     /// peer's identity is known. See [`crate::inbound`].
     pub fn inbound(&self) -> InboundLayer {
         InboundLayer::new(self)
+    }
+
+    /// How the inbound server treats a connection on the local `port`: the
+    /// PeerAuthentication mode in force, with this workload's identity.
+    pub fn inbound_tls(&self, port: u16) -> crate::server::InboundTls {
+        use crate::config::peer_authentication::MtlsMode;
+        use crate::server::InboundTls;
+        use crate::tls::ClientAuth;
+        let mode = self.peer_authn_mode(port);
+        match (mode, &self.inner.identity) {
+            (MtlsMode::Disable, _) => InboundTls::Plaintext,
+            (MtlsMode::Strict, Some(id)) => InboundTls::Tls(id.server_config(ClientAuth::Required)),
+            (_, Some(id)) => InboundTls::Permissive(id.server_config(ClientAuth::Required)),
+            (MtlsMode::Strict, None) => InboundTls::Refuse(Arc::from(format!(
+                "PeerAuthentication STRICT on port {port}, but the mesh has no workload identity (MeshBuilder::identity)"
+            ))),
+            (_, None) => InboundTls::Plaintext,
+        }
     }
 
     /// The PeerAuthentication mode for the local `port` under the current snapshot.

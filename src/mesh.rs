@@ -217,6 +217,9 @@ pub enum MeshEvent {
         /// What refused it: `trafficPolicy.retryBudget` or `connectionPool.http.maxRetries`.
         limit: &'static str,
     },
+    /// The workload identity rotated, failed to reload, or is about to expire
+    /// ([`MeshBuilder::identity`]).
+    Identity(crate::tls::IdentityEvent),
 }
 
 /// What a successful reload did.
@@ -249,6 +252,8 @@ pub(crate) struct MeshInner {
     pub(crate) events: broadcast::Sender<MeshEvent>,
     /// JWKS fetched for `jwksUri`s, kept across reloads.
     jwks: crate::authn::JwksCache,
+    /// The workload identity, when mTLS is on.
+    pub(crate) identity: Option<crate::tls::IdentityManager>,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::MeshMetrics>,
 }
@@ -367,16 +372,15 @@ impl Mesh {
         let inner = &self.inner;
         let serving = inner.snapshot.load().version();
         let version = serving + 1;
-        match compile(
-            new,
-            &inner.loader,
-            &inner.settings,
-            &inner.user_services,
-            &inner.endpoints,
-            &inner.state,
-            &inner.jwks,
-            version,
-        ) {
+        let cx = CompileCx {
+            loader: &inner.loader,
+            settings: &inner.settings,
+            user_services: &inner.user_services,
+            endpoints: &inner.endpoints,
+            state: &inner.state,
+            jwks: &inner.jwks,
+        };
+        match compile(new, &cx, version) {
             Ok((snapshot, set_info)) => {
                 let live = snapshot.cluster_keys();
                 let resources = snapshot.resources();
@@ -491,17 +495,31 @@ struct SetInfo {
     warnings: Vec<ValidationError>,
 }
 
+/// What a compile reads besides the sources: the mesh's settings and its long-lived
+/// registries.
+struct CompileCx<'a> {
+    loader: &'a Loader,
+    settings: &'a Arc<MeshSettings>,
+    user_services: &'a [UserService],
+    endpoints: &'a EndpointRegistry,
+    state: &'a StateRegistry,
+    jwks: &'a crate::authn::JwksCache,
+}
+
 /// Load, validate, compile. Errors: every validation error (decode problems included).
 fn compile(
     sources: &[ConfigSource],
-    loader: &Loader,
-    settings: &Arc<MeshSettings>,
-    user_services: &[UserService],
-    endpoints: &EndpointRegistry,
-    state: &StateRegistry,
-    jwks: &crate::authn::JwksCache,
+    cx: &CompileCx<'_>,
     version: u64,
 ) -> Result<(Snapshot, SetInfo), Vec<ValidationError>> {
+    let CompileCx {
+        loader,
+        settings,
+        user_services,
+        endpoints,
+        state,
+        jwks,
+    } = *cx;
     let mut set = ConfigSet::default();
     for source in sources {
         set.extend(source.load(loader));
@@ -565,7 +583,8 @@ impl crate::authn::JwksFetcher for MeshJwksFetcher {
     fn fetch(
         &self,
         uri: &str,
-    ) -> futures_core::future::BoxFuture<'static, Result<bytes::Bytes, crate::error::BoxError>> {
+    ) -> futures_core::future::BoxFuture<'static, Result<bytes::Bytes, crate::error::BoxError>>
+    {
         let mesh = self
             .mesh
             .get()
@@ -585,10 +604,11 @@ async fn fetch_jwks(
     let Some(mesh) = mesh else {
         return Err("the mesh that owns this JWKS cache is gone".into());
     };
-    let req = match http::Request::get(uri.as_str()).body(http_body_util::Empty::<bytes::Bytes>::new()) {
-        Ok(req) => req,
-        Err(e) => return Err(format!("jwksUri {uri}: {e}").into()),
-    };
+    let req =
+        match http::Request::get(uri.as_str()).body(http_body_util::Empty::<bytes::Bytes>::new()) {
+            Ok(req) => req,
+            Err(e) => return Err(format!("jwksUri {uri}: {e}").into()),
+        };
     let resp = match mesh.client().oneshot(req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
@@ -622,6 +642,7 @@ pub struct MeshBuilder {
     user_services: Vec<UserService>,
     seed: Option<u64>,
     connector: Option<Arc<dyn Connect>>,
+    identity: Option<crate::tls::IdentityManager>,
     dns_refresh: Option<Duration>,
     discovers: Vec<DiscoverStart>,
     #[cfg(feature = "metrics")]
@@ -776,8 +797,21 @@ impl MeshBuilder {
         self
     }
 
-    /// The connector upstream connections are made with (default: plaintext TCP). The
-    /// security layer fills this slot with mTLS.
+    /// This workload's identity (SPIFFE certificate, key and trust bundle, rotated by the
+    /// manager): inbound connections are served with mutual TLS per PeerAuthentication, and
+    /// upstream connections originate `ISTIO_MUTUAL` per DestinationRule `tls` and auto mTLS
+    /// (endpoints labelled `security.istio.io/tlsMode: istio`). Unless a
+    /// [`connector`](Self::connector) is set, the mesh connects with
+    /// [`TlsConnector`](crate::tls::TlsConnector) over this identity. Rotation events and
+    /// expiry warnings become [`MeshEvent::Identity`] (when built inside a tokio runtime, the
+    /// manager's refresh task is started too).
+    pub fn identity(mut self, identity: crate::tls::IdentityManager) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The connector upstream connections are made with (default: plaintext TCP, or
+    /// [`TlsConnector`](crate::tls::TlsConnector) with an [`identity`](Self::identity)).
     pub fn connector(mut self, connector: Arc<dyn Connect>) -> Self {
         self.connector = Some(connector);
         self
@@ -820,24 +854,44 @@ impl MeshBuilder {
         let state = StateRegistry::new();
         let fetcher = Arc::new(MeshJwksFetcher::default());
         let jwks = crate::authn::JwksCache::new(fetcher.clone());
-        let (snapshot, _) = compile(
-            &self.sources,
-            &loader,
-            &settings,
-            &self.user_services,
-            &endpoints,
-            &state,
-            &jwks,
-            1,
-        )
-        .map_err(Error::Config)?;
+        let cx = CompileCx {
+            loader: &loader,
+            settings: &settings,
+            user_services: &self.user_services,
+            endpoints: &endpoints,
+            state: &state,
+            jwks: &jwks,
+        };
+        let (snapshot, _) = compile(&self.sources, &cx, 1).map_err(Error::Config)?;
         let seed = self.seed.unwrap_or_else(crate::dice::os_seed);
-        let pools = match self.connector {
-            Some(c) => Pools::new(c),
-            None => Pools::default(),
+        let pools = match (self.connector, &self.identity) {
+            (Some(c), _) => Pools::new(c),
+            (None, Some(id)) => Pools::new(Arc::new(crate::tls::TlsConnector::new(id.clone()))),
+            (None, None) => Pools::default(),
         };
         let (events, _) = broadcast::channel(1024);
-        let stack = crate::client::build_stack(pools.clone(), events.clone(), seed);
+        let mtls = self
+            .identity
+            .as_ref()
+            .map(|_| Arc::<str>::from(settings.trust_domain.as_str()));
+        let stack = crate::client::build_stack(pools.clone(), events.clone(), seed, mtls);
+        if let (Some(id), Ok(rt)) = (&self.identity, tokio::runtime::Handle::try_current()) {
+            let mut rx = id.subscribe();
+            let sink = events.clone();
+            rt.spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(event) => {
+                            let _ = sink.send(MeshEvent::Identity(event));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            });
+            // The refresh task ends by itself when the last manager clone is dropped.
+            drop(id.spawn_refresh());
+        }
         #[cfg(feature = "metrics")]
         if let Some(m) = &self.metrics {
             m.serving(1, snapshot.resources());
@@ -856,6 +910,7 @@ impl MeshBuilder {
                 sources: Mutex::new(self.sources),
                 events,
                 jwks,
+                identity: self.identity,
                 #[cfg(feature = "metrics")]
                 metrics: self.metrics,
             }),

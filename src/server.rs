@@ -59,6 +59,9 @@ pub enum InboundTls {
     Tls(Arc<rustls::ServerConfig>),
     /// TLS or plaintext, chosen per connection by its first byte (`PERMISSIVE`).
     Permissive(Arc<rustls::ServerConfig>),
+    /// No connection can be served (`STRICT` without a workload identity): each is closed
+    /// at once, and the reason logged.
+    Refuse(Arc<str>),
 }
 
 impl std::fmt::Debug for InboundTls {
@@ -67,6 +70,7 @@ impl std::fmt::Debug for InboundTls {
             InboundTls::Plaintext => "Plaintext",
             InboundTls::Tls(_) => "Tls",
             InboundTls::Permissive(_) => "Permissive",
+            InboundTls::Refuse(_) => "Refuse",
         })
     }
 }
@@ -190,10 +194,7 @@ impl Server {
         match &self.mesh {
             Some(mesh) => {
                 let mesh = mesh.clone();
-                {
-                    let _ = mesh;
-                    Arc::new(move |_local: SocketAddr| InboundTls::Plaintext)
-                }
+                Arc::new(move |local: SocketAddr| mesh.inbound_tls(local.port()))
             }
             None => Arc::new(|_| InboundTls::Plaintext),
         }
@@ -326,6 +327,10 @@ where
             handshake_timeout,
         } = self;
         let (config, strict) = match tls {
+            InboundTls::Refuse(reason) => {
+                tracing::warn!(%peer, %local, "inbound connection refused: {reason}");
+                return Err(reason.to_string().into());
+            }
             InboundTls::Plaintext => (None, false),
             InboundTls::Tls(config) => (Some(config), true),
             InboundTls::Permissive(config) => (Some(config), false),
@@ -374,7 +379,7 @@ where
         let (_, server) = tls_stream.get_ref();
         info.tls = true;
         info.sni = server.server_name().map(Arc::from);
-        let identity: Option<()> = None;
+        let identity = crate::tls::PeerIdentity::from_tls(server);
         serve_io(&builder, tls_stream, app, info, identity, shutdown).await
     }
 }

@@ -66,6 +66,12 @@ fn alpn_vec(alpn: &[&[u8]]) -> Vec<Vec<u8>> {
 /// [`SpiffeClientVerifier`] against its bundle and trust domains; TLS 1.2 and 1.3 on *ring*;
 /// `alpn` offered in that order (usually [`SERVER_ALPN`]).
 ///
+/// Session resumption is off (no session cache, no TLS 1.3 tickets): a resumed session skips
+/// the client-certificate check, so a certificate that expired (or a CA removed from the
+/// bundle by a rotation) would go on being accepted on new connections. Every connection
+/// gets a full handshake and a fresh verification, at the cost of a few more handshake
+/// round trips' worth of CPU.
+///
 /// The [`IdentityManager`](super::IdentityManager) publishes these for the current identity;
 /// this function is the building block (and what tests use with a fixed identity).
 pub fn server_config(
@@ -83,6 +89,8 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified_key())));
     config.alpn_protocols = alpn_vec(alpn);
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

@@ -11,4 +11,5 @@ mod registry;
 mod reload;
 mod resilience;
 mod routing;
+mod security;
 mod server;
