@@ -1,29 +1,34 @@
-//! `MeshClient` against a bare hyper client, on the same loopback server, in the same run.
+//! `MeshClient` against a bare hyper client, on the same loopback servers, in the same run.
 //!
-//! One hyper HTTP/1.1 server on `127.0.0.1:0` answers every request with a small fixed body.
-//! Both clients send `REQUESTS` GETs from `CONCURRENCY` tasks (each request's body read to
-//! the end) inside one multi-thread tokio runtime:
+//! Two hyper HTTP/1.1 listeners on `127.0.0.1:0` (one server, two endpoints) answer every
+//! request with a small fixed body. Both clients send `REQUESTS` GETs from `CONCURRENCY`
+//! tasks (each request's body read to the end) inside one multi-thread tokio runtime:
 //!
-//! * **bare**: `CONCURRENCY` `hyper::client::conn::http1` connections, one per task, each task
-//!   sending its share back to back on its own connection (the floor: no routing, no pool);
-//! * **mesh**: `Mesh::builder().config_str(..)` with a ServiceEntry for
-//!   `my-app.default.svc.cluster.local` (one STATIC endpoint, the server), a DestinationRule
-//!   with subsets v1 and v2 (both select that endpoint) and the canonical 80/20
-//!   VirtualService; requests to `http://my-app/` through `mesh.client()` with
-//!   `tower::ServiceExt::oneshot`.
+//! * **bare**: `CONCURRENCY` `hyper::client::conn::http1` connections spread over the two
+//!   endpoints, one per task, each task sending its share back to back (the floor: no
+//!   routing, no pool);
+//! * **mesh**: the full outbound stack of `mesh.client()`: a ServiceEntry for
+//!   `my-app.default.svc.cluster.local` with the two endpoints, a DestinationRule with
+//!   `LEAST_REQUEST` (P2C), connection-pool limits (circuit breaking) and outlier detection,
+//!   and a VirtualService route with a `timeout` and `retries` (`perTryTimeout`); requests to
+//!   `http://my-app/` with `tower::ServiceExt::oneshot`. No retry fires (the server never
+//!   fails).
 //!
 //! A third contender is the routing core alone: `RouteLayer` over `Upstream` (route, endpoint
 //! pick, pool), without the resilience layers the `MeshClient` stacks between them.
 //!
 //! Each is warmed up once (connections opened), then `ROUNDS` alternating rounds are timed;
-//! the table shows the median requests/s of each and the ratios to bare. A sequential pass (one task, one connection) gives the per-request
-//! latency of each, where the mesh's own overhead is not hidden by concurrency, and splits
-//! the mesh's cost: the endpoint pool alone (`mesh.pools()` → `Pool::send`, the pool the
-//! mesh uses, absolute URI, no routing) and `RouteLayer` alone (over an inner service that
-//! answers at once: no network).
+//! the table shows the median requests/s of each, the ratios to bare, and latency quantiles
+//! (both clients keep `CONCURRENCY` requests in flight, checked with Little's law). A
+//! sequential pass (one task) gives the per-request latency of each, where the mesh's own
+//! overhead is not hidden by concurrency: bare alternates over two connections (one per
+//! endpoint) as the mesh's balancer does; it also splits the mesh's cost: the endpoint pool
+//! alone (`mesh.pools()` → `Pool::send`, absolute URI, no routing) and `RouteLayer` alone
+//! (over an inner service that answers at once: no network).
 //!
 //! Run: `cargo bench --bench client`. `CLIENT_BENCH_REQUESTS`, `CLIENT_BENCH_ROUNDS` and
-//! `CLIENT_BENCH_CONCURRENCY` override the defaults.
+//! `CLIENT_BENCH_CONCURRENCY` override the defaults; `CLIENT_BENCH_PROFILE` runs one
+//! contender alone for a profiler (see [`profile`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -174,6 +179,35 @@ async fn run_bare_timed(
         let (sender, lat) = t.await.expect("bare task");
         senders.push(sender);
         latencies.extend(lat);
+    }
+    started.elapsed()
+}
+
+/// One task sending `total` requests one at a time over `senders` in turn (a bare client
+/// balancing round robin over the same endpoints the mesh balances over); latencies into
+/// `latencies`.
+async fn run_bare_alternating(
+    senders: &mut [SendRequest<Empty<Bytes>>],
+    total: usize,
+    latencies: &mut Vec<Duration>,
+) -> Duration {
+    let started = Instant::now();
+    for i in 0..total {
+        let n = senders.len().max(1);
+        let Some(sender) = senders.get_mut(i % n) else {
+            break;
+        };
+        let t = Instant::now();
+        let req = Request::get("/")
+            .header(HOST, "my-app")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        sender.ready().await.expect("ready");
+        let resp = sender.send_request(req).await.expect("response");
+        assert!(resp.status().is_success());
+        let body = resp.into_body().collect().await.expect("body");
+        assert_eq!(body.to_bytes().len(), BODY.len());
+        latencies.push(t.elapsed());
     }
     started.elapsed()
 }
@@ -426,7 +460,7 @@ fn main() {
         println!("  | client, {concurrency:>2} concurrent tasks     | req/s (median) |");
         println!("  |--------------------------------|----------------|");
         println!("  | bare hyper http1 connections   | {b:>14.0} |");
-        println!("  | MeshClient (80/20 VS, DR, SE)  | {m:>14.0} |");
+        println!("  | MeshClient (full stack)        | {m:>14.0} |");
         let r = median(routing_rps);
         println!("  | routing core (Route+Upstream)  | {r:>14.0} |");
         println!(
@@ -458,8 +492,10 @@ fn main() {
 
         // Sequential: one request at a time on one connection, per-request latency.
         let seq = (requests / 4).max(1);
-        let mut one = bare_connections(&addrs, 1).await;
-        run_bare(&mut one, seq / 10).await;
+        // The bare client alternates over one connection per endpoint, as the mesh's
+        // balancer spreads over its two endpoints' pools.
+        let mut one = bare_connections(&addrs, 2).await;
+        run_bare_alternating(&mut one, seq / 10, &mut Vec::new()).await;
         run_pool(&mesh, addr, seq / 10).await;
         run_route_only(&mesh, seq / 10, true).await;
         let per_req = |d: Duration| d.as_secs_f64() * 1e6 / seq as f64;
@@ -467,7 +503,9 @@ fn main() {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut bare_lat, mut mesh_lat) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            bare_us.push(per_req(run_bare_timed(&mut one, seq, &mut bare_lat).await));
+            bare_us.push(per_req(
+                run_bare_alternating(&mut one, seq, &mut bare_lat).await,
+            ));
             mesh_us.push(per_req(run_mesh_timed(&mesh, seq, 1, &mut mesh_lat).await));
             pool_us.push(per_req(run_pool(&mesh, addr, seq).await));
             route_us.push(per_req(run_route_only(&mesh, seq, true).await));
@@ -477,7 +515,7 @@ fn main() {
         let (p, r, n) = (median(pool_us), median(route_us), median(noop_us));
         println!();
         println!("  sequential (1 task, {seq} GETs/round), median µs per request:");
-        println!("    bare hyper connection              {b:>6.2}");
+        println!("    bare hyper, 2 connections in turn  {b:>6.2}");
         println!("    mesh pool only (Pool::send)        {p:>6.2}   (+{:.2} over bare)", p - b);
         println!("    MeshClient                         {m:>6.2}   (+{:.2} over bare; ratio {:.3})", m - b, b / m);
         println!(
