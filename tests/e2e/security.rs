@@ -486,3 +486,74 @@ async fn jwt_valid_expired_wrong_issuer_audience_signature_and_missing_tokens() 
         .expect("reply");
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn jwks_uri_keys_are_fetched_through_the_mesh() {
+    const ISS: &str = "https://issuer.example";
+    let signer = Signer::es256();
+    let jwks = serde_json::json!({"keys": [signer.jwk.clone()]}).to_string();
+    let fetched = Arc::new(AtomicUsize::new(0));
+    // The key server: an axum app on loopback, known to the mesh by a ServiceEntry.
+    let keys_app = {
+        let fetched = fetched.clone();
+        Router::new().route(
+            "/keys",
+            get(move || {
+                fetched.fetch_add(1, Ordering::SeqCst);
+                let jwks = jwks.clone();
+                async move { jwks }
+            }),
+        )
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let keys_addr = listener.local_addr().expect("addr");
+    let (stop_keys, keys_stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        Server::standalone().serve_with_shutdown(listener, keys_app, async move {
+            let _ = keys_stopped.await;
+        }),
+    );
+    let policies = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: keys, namespace: default}}\nspec:\n  hosts: [keys.example]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: default}}\nspec:\n  jwtRules:\n  - issuer: {ISS}\n    jwksUri: http://keys.example/keys\n",
+        keys_addr.port()
+    );
+    let server = start_server(None, &policies).await;
+    let mut client = crate::support::client::Client::http1(server.addr)
+        .await
+        .expect("client");
+    let good = serde_json::json!({"iss": ISS, "sub": "alice", "exp": unix_now() + 600});
+    let auth = format!("Bearer {}", signer.sign(good));
+    let mut status = StatusCode::INTERNAL_SERVER_ERROR;
+    // The first token may arrive before the keys: then it fails with "Jwks remote fetch is
+    // failed" until the fetch lands.
+    for _ in 0..50 {
+        let reply = client
+            .get("/whoami", &[("authorization", auth.as_str())])
+            .await
+            .expect("reply");
+        status = reply.status;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a token signed with the remote keys was refused"
+    );
+    assert!(
+        fetched.load(Ordering::SeqCst) >= 1,
+        "the key server was never asked"
+    );
+    let forged = format!(
+        "Bearer {}",
+        Signer::es256().sign(serde_json::json!({"iss": ISS, "sub": "x", "exp": unix_now() + 600}))
+    );
+    let reply = client
+        .get("/whoami", &[("authorization", forged.as_str())])
+        .await
+        .expect("reply");
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let _ = stop_keys.send(());
+}
