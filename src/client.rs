@@ -426,6 +426,68 @@ fn upstream_tls(
     endpoint: &crate::registry::Endpoint,
     mtls: Option<&str>,
 ) -> Result<TlsPolicy, Error> {
+    if cluster.policy().tls.is_none() && mtls.is_none() {
+        return Ok(TlsPolicy::Plaintext);
+    }
+    let auto = endpoint.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio");
+    let cache = &cluster.tls_cache;
+    if let Some(hit) = cache.0.load().iter().find(|e| {
+        e.addr == endpoint.addr && e.auto == auto && e.service_account == endpoint.service_account
+    }) {
+        return hit.policy.clone().map_err(tls_refused);
+    }
+    let policy = compute_upstream_tls(cluster, endpoint, mtls, auto);
+    let entry = TlsCacheEntry {
+        addr: endpoint.addr,
+        auto,
+        service_account: endpoint.service_account.clone(),
+        policy: policy.clone(),
+    };
+    cache.0.rcu(|old| {
+        let mut next: Vec<TlsCacheEntry> = old
+            .iter()
+            .filter(|e| e.addr != entry.addr)
+            .take(TLS_CACHE_CAP - 1)
+            .cloned()
+            .collect();
+        next.push(entry.clone());
+        next
+    });
+    policy.map_err(tls_refused)
+}
+
+/// A DestinationRule `tls` block that cannot be honoured: the request fails as a connect
+/// failure naming why (never silently in plaintext).
+fn tls_refused(reason: Arc<str>) -> Error {
+    Error::UpstreamReset {
+        reason: ResetReason::ConnectionFailure,
+        transport_failure: Some(format!("DestinationRule tls: {reason}")),
+    }
+}
+
+/// The most endpoints a cluster remembers the TLS policy of (beyond, the oldest are
+/// recomputed when met again).
+const TLS_CACHE_CAP: usize = 256;
+
+/// Per-cluster memo of [`upstream_tls`]: building an `ISTIO_MUTUAL` policy parses a SPIFFE ID
+/// and allocates, which should not happen per request.
+#[derive(Default)]
+pub(crate) struct TlsCache(arc_swap::ArcSwap<Vec<TlsCacheEntry>>);
+
+#[derive(Clone)]
+pub(crate) struct TlsCacheEntry {
+    addr: SocketAddr,
+    auto: bool,
+    service_account: Option<Arc<str>>,
+    policy: Result<TlsPolicy, Arc<str>>,
+}
+
+fn compute_upstream_tls(
+    cluster: &Cluster,
+    endpoint: &crate::registry::Endpoint,
+    mtls: Option<&str>,
+    auto: bool,
+) -> Result<TlsPolicy, Arc<str>> {
     let identity = || {
         let td = mtls?;
         let sa = endpoint.service_account.as_deref()?;
@@ -434,17 +496,10 @@ fn upstream_tls(
     };
     let originate = match &cluster.policy().tls {
         Some(settings) => crate::tls::Originate::from_settings(settings, identity().as_ref())
-            .map_err(|e| Error::UpstreamReset {
-                reason: ResetReason::ConnectionFailure,
-                transport_failure: Some(format!("DestinationRule tls: {e}")),
-            })?,
-        None if mtls.is_some()
-            && endpoint.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio") =>
-        {
-            Some(crate::tls::Originate::istio_mutual(
-                identity().map(crate::tls::ExpectedSan::Spiffe),
-            ))
-        }
+            .map_err(|e| Arc::<str>::from(e.to_string()))?,
+        None if mtls.is_some() && auto => Some(crate::tls::Originate::istio_mutual(
+            identity().map(crate::tls::ExpectedSan::Spiffe),
+        )),
         None => None,
     };
     Ok(originate.map_or(TlsPolicy::Plaintext, |o| TlsPolicy::Tls(Arc::new(o))))

@@ -52,7 +52,7 @@ pub struct Security {
 #[derive(Clone, Debug)]
 pub struct InboundLayer {
     mesh: Mesh,
-    ext_authz: ExtAuthzProviders,
+    ext_authz: Arc<ExtAuthzProviders>,
 }
 
 impl InboundLayer {
@@ -60,14 +60,14 @@ impl InboundLayer {
     pub fn new(mesh: &Mesh) -> Self {
         InboundLayer {
             mesh: mesh.clone(),
-            ext_authz: ExtAuthzProviders::new(),
+            ext_authz: Arc::new(ExtAuthzProviders::new()),
         }
     }
 
     /// The external authorizers CUSTOM policies name (`provider.name`). A CUSTOM policy whose
     /// provider is not here denies (fail closed).
     pub fn ext_authz(mut self, providers: ExtAuthzProviders) -> Self {
-        self.ext_authz = providers;
+        self.ext_authz = Arc::new(providers);
         self
     }
 }
@@ -88,7 +88,7 @@ impl<S> Layer<S> for InboundLayer {
 #[derive(Clone, Debug)]
 pub struct InboundService<S> {
     mesh: Mesh,
-    ext_authz: ExtAuthzProviders,
+    ext_authz: Arc<ExtAuthzProviders>,
     inner: S,
 }
 
@@ -251,11 +251,4 @@ impl Mesh {
     pub fn peer_authn_mode(&self, port: u16) -> crate::config::peer_authentication::MtlsMode {
         self.snapshot().security().peer.mode_for_port(port)
     }
-}
-
-/// Shares one [`Security`] between snapshots in tests.
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<Arc<Security>>();
 }

@@ -118,6 +118,8 @@ pub struct Cluster {
     protocol: UpstreamProtocol,
     use_client_protocol: bool,
     provenance: Option<Arc<Provenance>>,
+    /// The TLS policy per endpoint, computed on first use (the client's `upstream_tls`).
+    pub(crate) tls_cache: crate::client::TlsCache,
 }
 
 impl fmt::Debug for Cluster {
@@ -368,6 +370,7 @@ impl Snapshot {
                         balancer: Balancer::for_policy(&policy, settings.locality.as_deref()),
                         policy,
                         key: key.clone(),
+                        tls_cache: Default::default(),
                     };
                     clusters.insert(key, Arc::new(cluster));
                 }
