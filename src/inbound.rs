@@ -121,18 +121,152 @@ where
         // The ready service goes into the future; this one is a fresh clone.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        let telemetry = self.telemetry();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let grpc = is_grpc_request(&parts.headers);
-            if let Err(e) = check(&security, normalization, &ext_authz, &mut parts).await {
-                return Ok(match e {
-                    Answer::Error(e) => e.to_response(grpc).map(body::boxed),
-                    Answer::Response(resp) => resp,
-                });
-            }
-            let resp = inner.oneshot(Request::from_parts(parts, body)).await?;
-            Ok(resp.map(body::boxed))
+            // Telemetry is outermost: what authn and authz answer is measured too.
+            let measure = telemetry.map(|t| t.start(&parts, grpc));
+            let resp = match check(&security, normalization, &ext_authz, &mut parts).await {
+                Err(Answer::Error(e)) => e.to_response(grpc).map(body::boxed),
+                Err(Answer::Response(resp)) => resp,
+                Ok(()) => inner
+                    .oneshot(Request::from_parts(parts, body))
+                    .await?
+                    .map(body::boxed),
+            };
+            Ok(match measure {
+                Some(m) => m.finish(resp),
+                None => resp,
+            })
         })
+    }
+}
+
+impl<S> InboundService<S> {
+    #[cfg(feature = "metrics")]
+    fn telemetry(&self) -> Option<InboundTelemetry> {
+        let metrics = self.mesh.inner.metrics.as_ref()?;
+        Some(InboundTelemetry {
+            metrics: metrics.istio.clone(),
+            local: crate::telemetry::LocalWorkload::of(&self.mesh.inner.settings),
+            principal: self
+                .mesh
+                .inner
+                .identity
+                .as_ref()
+                .map(|id| id.current().spiffe_id().to_string()),
+        })
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    fn telemetry(&self) -> Option<InboundTelemetry> {
+        None
+    }
+}
+
+/// What the inbound stack needs to measure a request (feature `metrics`).
+struct InboundTelemetry {
+    #[cfg(feature = "metrics")]
+    metrics: crate::telemetry::IstioMetrics,
+    #[cfg(feature = "metrics")]
+    local: Arc<crate::telemetry::LocalWorkload>,
+    #[cfg(feature = "metrics")]
+    principal: Option<String>,
+}
+
+/// A request being measured by the inbound stack.
+struct InboundMeasure {
+    #[cfg(feature = "metrics")]
+    telemetry: InboundTelemetry,
+    #[cfg(feature = "metrics")]
+    started: std::time::Instant,
+    #[cfg(feature = "metrics")]
+    host: String,
+    #[cfg(feature = "metrics")]
+    peer: Option<crate::tls::SpiffeId>,
+    #[cfg(feature = "metrics")]
+    grpc: bool,
+    #[cfg(feature = "metrics")]
+    request_bytes: u64,
+}
+
+impl InboundTelemetry {
+    #[cfg(feature = "metrics")]
+    fn start(self, parts: &http::request::Parts, grpc: bool) -> InboundMeasure {
+        let host = crate::route::layer::authority_of(parts)
+            .map(|a| {
+                crate::snapshot::hosts::split_host_port(&a)
+                    .0
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        let request_bytes = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        InboundMeasure {
+            telemetry: self,
+            started: std::time::Instant::now(),
+            host,
+            peer: parts
+                .extensions
+                .get::<crate::tls::PeerIdentity>()
+                .map(|p| p.spiffe_id.clone()),
+            grpc,
+            request_bytes,
+        }
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    fn start(self, _parts: &http::request::Parts, _grpc: bool) -> InboundMeasure {
+        InboundMeasure {}
+    }
+}
+
+impl InboundMeasure {
+    #[cfg(feature = "metrics")]
+    fn finish(self, resp: Response<MeshBody>) -> Response<MeshBody> {
+        use crate::telemetry::{Measured, RequestLabels};
+        let unknown = || "unknown".to_string();
+        let flags = resp
+            .extensions()
+            .get::<crate::error::ResponseFlags>()
+            .map(|f| f.header_value().to_str().unwrap_or("-").to_string())
+            .unwrap_or_else(|| "-".to_string());
+        let t = self.telemetry;
+        let labels = RequestLabels {
+            reporter: "destination",
+            source_workload: unknown(),
+            source_workload_namespace: self
+                .peer
+                .as_ref()
+                .and_then(|p| p.namespace().map(str::to_string))
+                .unwrap_or_else(unknown),
+            source_principal: self.peer.as_ref().map_or_else(unknown, |p| p.to_string()),
+            destination_service_name: self.host.split('.').next().unwrap_or_default().to_string(),
+            destination_service: self.host,
+            destination_workload: t.local.workload.clone(),
+            destination_workload_namespace: t.local.namespace.clone(),
+            destination_principal: t.principal.clone().unwrap_or_else(unknown),
+            request_protocol: if self.grpc { "grpc" } else { "http" },
+            response_code: resp.status().as_u16(),
+            response_flags: flags,
+            connection_security_policy: if self.peer.is_some() {
+                "mutual_tls"
+            } else {
+                "none"
+            },
+        };
+        let measured = Measured::new(t.metrics, labels, self.started, self.request_bytes);
+        resp.map(|b| measured.body(b))
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    fn finish(self, resp: Response<MeshBody>) -> Response<MeshBody> {
+        resp
     }
 }
 

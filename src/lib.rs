@@ -50,6 +50,8 @@ pub mod resilience;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+#[cfg(feature = "metrics")]
+pub mod telemetry;
 pub mod tls;
 pub mod validate;
 #[cfg(feature = "watch")]

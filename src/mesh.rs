@@ -255,7 +255,7 @@ pub(crate) struct MeshInner {
     /// The workload identity, when mTLS is on.
     pub(crate) identity: Option<crate::tls::IdentityManager>,
     #[cfg(feature = "metrics")]
-    metrics: Option<crate::metrics::MeshMetrics>,
+    pub(crate) metrics: Option<crate::metrics::MeshMetrics>,
 }
 
 /// The mesh: the current config snapshot, the registries that outlive reloads, and the
@@ -825,7 +825,11 @@ impl MeshBuilder {
 
     /// Registers the mesh's metrics in a prometheus-client `registry` (feature `metrics`):
     /// `tower_mesh_config_reloads_total{outcome}`, `tower_mesh_config_version`,
-    /// `tower_mesh_config_resources`. Istio's request metrics come with the telemetry layer.
+    /// `tower_mesh_config_resources`, and Istio's standard request metrics
+    /// (`istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`,
+    /// `istio_response_bytes`), reported by [`Mesh::inbound`] with `reporter="destination"`
+    /// (see [`crate::telemetry`]; the outbound `reporter="source"` side comes with the proxy
+    /// work).
     #[cfg(feature = "metrics")]
     pub fn metrics(mut self, registry: &mut prometheus_client::registry::Registry) -> Self {
         self.metrics = Some(crate::metrics::MeshMetrics::register(registry));

@@ -7,7 +7,7 @@
 //! - `tower_mesh_config_version`: the version of the snapshot serving;
 //! - `tower_mesh_config_resources`: the resources it was compiled from.
 //!
-//! Istio's standard request metrics (`istio_requests_total`, …) come with the telemetry layer.
+//! and Istio's standard request metrics (`istio_requests_total`, …; see [`crate::telemetry`]).
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,17 +18,24 @@ use prometheus_client::registry::Registry;
 type Outcome = [(&'static str, &'static str); 1];
 
 /// Handles to the mesh's metrics (cheap to clone; updates are atomic).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct MeshMetrics {
     reloads: Family<Outcome, Counter>,
     version: Gauge,
     resources: Gauge,
+    /// Istio's request metrics.
+    pub(crate) istio: crate::telemetry::IstioMetrics,
 }
 
 impl MeshMetrics {
     /// Registers the metrics in `registry` under the `tower_mesh` prefix.
     pub(crate) fn register(registry: &mut Registry) -> Self {
-        let metrics = MeshMetrics::default();
+        let metrics = MeshMetrics {
+            reloads: Family::default(),
+            version: Gauge::default(),
+            resources: Gauge::default(),
+            istio: crate::telemetry::IstioMetrics::register(registry),
+        };
         let sub = registry.sub_registry_with_prefix("tower_mesh");
         sub.register(
             "config_reloads",

@@ -557,3 +557,68 @@ async fn jwks_uri_keys_are_fetched_through_the_mesh() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     let _ = stop_keys.send(());
 }
+
+// ---- telemetry ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn inbound_requests_and_denials_are_counted_with_istio_labels() {
+    let ca = DevCa::new("cluster.local").expect("ca");
+    let policy = format!(
+        "{STRICT}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny-admin, namespace: default}}\nspec:\n  action: DENY\n  rules:\n  - to: [{{operation: {{paths: [/admin]}}}}]\n"
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mesh = Mesh::builder()
+        .namespace("default")
+        .labels([("app", "server")])
+        .identity(identity(&ca, "server"))
+        .config(ConfigSource::yaml("p.yaml", policy))
+        .metrics(&mut registry)
+        .build()
+        .expect("server mesh");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let svc = mesh.inbound().layer(app());
+    tokio::spawn(
+        Server::new(&mesh).serve_with_shutdown(listener, svc, async move {
+            let _ = stopped.await;
+        }),
+    );
+    let client = client_mesh(Some(identity(&ca, "client")), addr, "").client();
+    for _ in 0..3 {
+        assert_eq!(call(&client, "/whoami", &[]).await.0, StatusCode::OK);
+    }
+    assert_eq!(call(&client, "/admin", &[]).await.0, StatusCode::FORBIDDEN);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let line = |code: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains(&format!("response_code=\"{code}\""))
+            })
+            .map(str::to_string)
+    };
+    let ok = line("200").unwrap_or_else(|| panic!("no 200 series in:\n{text}"));
+    assert!(ok.ends_with(" 3"), "{ok}");
+    for label in [
+        "reporter=\"destination\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/client\"",
+        "source_workload_namespace=\"default\"",
+        "destination_service=\"server\"",
+        "destination_workload=\"server\"",
+        "destination_principal=\"spiffe://cluster.local/ns/default/sa/server\"",
+        "connection_security_policy=\"mutual_tls\"",
+        "request_protocol=\"http\"",
+        "response_flags=\"-\"",
+    ] {
+        assert!(ok.contains(label), "{label} missing in {ok}");
+    }
+    let denied = line("403").unwrap_or_else(|| panic!("the 403 was not counted:\n{text}"));
+    assert!(denied.ends_with(" 1"), "{denied}");
+    assert!(
+        text.contains("istio_request_duration_milliseconds_bucket{"),
+        "no duration histogram:\n{text}"
+    );
+    let _ = stop.send(());
+}
