@@ -622,3 +622,37 @@ async fn inbound_requests_and_denials_are_counted_with_istio_labels() {
     );
     let _ = stop.send(());
 }
+
+#[tokio::test]
+async fn a_certificate_close_to_expiry_is_reported_as_a_mesh_event() {
+    let ca = DevCa::new("cluster.local").expect("ca");
+    let now = std::time::SystemTime::now();
+    // 65 minutes of lifetime, 5 left: under the warning threshold (a fifth of the lifetime).
+    let cert = ca
+        .issue_between(
+            &id("server"),
+            now - Duration::from_secs(3600),
+            now + Duration::from_secs(300),
+        )
+        .expect("issue");
+    let manager = IdentityManager::from_identity(cert.identity().expect("identity")).expect("m");
+    let mesh = Mesh::builder().identity(manager).build().expect("mesh");
+    let mut events = mesh.subscribe();
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(tower_mesh::MeshEvent::Identity(tower_mesh::tls::IdentityEvent::Expiring(
+                    w,
+                ))) => {
+                    return w;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("event stream: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("no expiry warning within 10 s");
+    assert_eq!(event.spiffe_id, id("server"));
+    assert!(event.remaining <= Duration::from_secs(300), "{event:?}");
+}
