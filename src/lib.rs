@@ -63,7 +63,9 @@ pub use error::Error;
 pub use mesh::{
     ConfigSource, Mesh, MeshBuilder, MeshEvent, MeshSettings, OutboundPolicy, ReloadSummary,
 };
+pub use inbound::{InboundLayer, InboundService};
 pub use route::{RouteDecision, RouteLayer};
+pub use server::serve;
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]
