@@ -208,7 +208,9 @@ impl Service<Request<MeshBody>> for MirrorSend {
 /// (avoiding the endpoints earlier tries of the request went to, from the retry layer's
 /// [`TryContext`]), sends over that endpoint's pool, and reports the outcome to outlier
 /// detection; ejections and returns become [`MeshEvent`]s. For a passthrough it resolves the
-/// host and sends there. Errors: [`Error::NoHealthyUpstream`] (no endpoint to pick),
+/// host and sends there. The connection's TLS: the DestinationRule's `tls`, else TLS
+/// verified against the system's root certificates for an `https` URI, else auto mTLS
+/// towards mesh endpoints when the mesh has an identity, else plaintext. Errors: [`Error::NoHealthyUpstream`] (no endpoint to pick),
 /// [`Error::UpstreamReset`] (connection or stream failures).
 #[derive(Clone, Debug)]
 pub struct Upstream {
@@ -336,7 +338,9 @@ impl Service<Request<MeshBody>> for Upstream {
                 let in_flight = cluster.state().lb.start(addr);
                 let protocol = cluster.protocol_for(req.version());
                 set_version(&mut req, protocol);
-                let tls = match upstream_tls(&cluster, endpoint, self.shared.mtls.as_deref()) {
+                let https = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+                let tls = match upstream_tls(&cluster, endpoint, self.shared.mtls.as_deref(), https)
+                {
                     Ok(tls) => tls,
                     Err(err) => return Box::pin(async move { Err(err) }),
                 };
@@ -416,7 +420,8 @@ impl Upstream {
 const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
 /// The TLS towards `endpoint` of `cluster`: the DestinationRule's `tls` when it has one
-/// (`DISABLE` = plaintext), else auto mTLS: `ISTIO_MUTUAL` to endpoints labelled
+/// (`DISABLE` = plaintext, even for an `https` URI), else for an `https` URI `SIMPLE` against
+/// the system's root certificates, else auto mTLS: `ISTIO_MUTUAL` to endpoints labelled
 /// `security.istio.io/tlsMode: istio` when the mesh has an identity (`mtls` is its trust
 /// domain), plaintext otherwise. `ISTIO_MUTUAL` expects the SPIFFE ID of the endpoint's
 /// service account (namespace from a `*.<ns>.svc.*` host), or any identity of the trust
@@ -425,28 +430,33 @@ fn upstream_tls(
     cluster: &Cluster,
     endpoint: &crate::registry::Endpoint,
     mtls: Option<&str>,
+    https: bool,
 ) -> Result<TlsPolicy, Error> {
-    if cluster.policy().tls.is_none() && mtls.is_none() {
+    if cluster.policy().tls.is_none() && mtls.is_none() && !https {
         return Ok(TlsPolicy::Plaintext);
     }
     let auto = endpoint.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio");
     let cache = &cluster.tls_cache;
     if let Some(hit) = cache.0.load().iter().find(|e| {
-        e.addr == endpoint.addr && e.auto == auto && e.service_account == endpoint.service_account
+        e.addr == endpoint.addr
+            && e.auto == auto
+            && e.https == https
+            && e.service_account == endpoint.service_account
     }) {
         return hit.policy.clone().map_err(tls_refused);
     }
-    let policy = compute_upstream_tls(cluster, endpoint, mtls, auto);
+    let policy = compute_upstream_tls(cluster, endpoint, mtls, auto, https);
     let entry = TlsCacheEntry {
         addr: endpoint.addr,
         auto,
+        https,
         service_account: endpoint.service_account.clone(),
         policy: policy.clone(),
     };
     cache.0.rcu(|old| {
         let mut next: Vec<TlsCacheEntry> = old
             .iter()
-            .filter(|e| e.addr != entry.addr)
+            .filter(|e| !(e.addr == entry.addr && e.https == entry.https))
             .take(TLS_CACHE_CAP - 1)
             .cloned()
             .collect();
@@ -478,6 +488,7 @@ pub(crate) struct TlsCache(arc_swap::ArcSwap<Vec<TlsCacheEntry>>);
 pub(crate) struct TlsCacheEntry {
     addr: SocketAddr,
     auto: bool,
+    https: bool,
     service_account: Option<Arc<str>>,
     policy: Result<TlsPolicy, Arc<str>>,
 }
@@ -487,6 +498,7 @@ fn compute_upstream_tls(
     endpoint: &crate::registry::Endpoint,
     mtls: Option<&str>,
     auto: bool,
+    https: bool,
 ) -> Result<TlsPolicy, Arc<str>> {
     let identity = || {
         let td = mtls?;
@@ -497,6 +509,8 @@ fn compute_upstream_tls(
     let originate = match &cluster.policy().tls {
         Some(settings) => crate::tls::Originate::from_settings(settings, identity().as_ref())
             .map_err(|e| Arc::<str>::from(e.to_string()))?,
+        // An `https` request carries its own TLS to the endpoint (SIMPLE, system roots).
+        None if https => Some(crate::tls::Originate::https()),
         None if mtls.is_some() && auto => Some(crate::tls::Originate::istio_mutual(
             identity().map(crate::tls::ExpectedSan::Spiffe),
         )),
@@ -599,9 +613,15 @@ async fn passthrough(
             reason: ResetReason::ConnectionFailure,
             transport_failure: Some(format!("cannot resolve {host}")),
         })?;
+    // An `https` URI is sent over TLS verified against the system's root certificates.
+    let tls = if req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+        TlsPolicy::Tls(Arc::new(crate::tls::Originate::https()))
+    } else {
+        TlsPolicy::Plaintext
+    };
     let key = PoolKey {
         addr,
-        tls: TlsPolicy::Plaintext,
+        tls,
         protocol,
         cluster: None,
     };

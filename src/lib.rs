@@ -60,10 +60,10 @@ pub mod yaml;
 
 pub use client::{MeshClient, Upstream};
 pub use error::Error;
+pub use inbound::{InboundLayer, InboundService};
 pub use mesh::{
     ConfigSource, Mesh, MeshBuilder, MeshEvent, MeshSettings, OutboundPolicy, ReloadSummary,
 };
-pub use inbound::{InboundLayer, InboundService};
 pub use route::{RouteDecision, RouteLayer};
 pub use server::serve;
 

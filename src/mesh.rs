@@ -871,7 +871,8 @@ impl MeshBuilder {
         let pools = match (self.connector, &self.identity) {
             (Some(c), _) => Pools::new(c),
             (None, Some(id)) => Pools::new(Arc::new(crate::tls::TlsConnector::new(id.clone()))),
-            (None, None) => Pools::default(),
+            // Plaintext, and TLS where a DestinationRule or an `https` URI asks for it.
+            (None, None) => Pools::new(Arc::new(crate::tls::TlsConnector::without_identity())),
         };
         let (events, _) = broadcast::channel(1024);
         let mtls = self

@@ -46,18 +46,18 @@ pub enum Originate {
         client_certificate: PathBuf,
         /// `privateKey` (PEM).
         private_key: PathBuf,
-        /// `caCertificates` (PEM bundle).
-        ca_certificates: PathBuf,
+        /// `caCertificates` (PEM bundle); `None` = the system's root certificates.
+        ca_certificates: Option<PathBuf>,
         /// `sni`; `None` = the target's server name.
         sni: Option<Arc<str>>,
         /// `subjectAltNames`: the server certificate must match one; empty = the SNI name.
         subject_alt_names: Arc<[ExpectedSan]>,
     },
     /// `SIMPLE`: TLS without a client certificate, the server verified against
-    /// `caCertificates`.
+    /// `caCertificates`, or the system's root certificates without them (as Istio does).
     Simple {
-        /// `caCertificates` (PEM bundle).
-        ca_certificates: PathBuf,
+        /// `caCertificates` (PEM bundle); `None` = the system's root certificates.
+        ca_certificates: Option<PathBuf>,
         /// `sni`; `None` = the target's server name.
         sni: Option<Arc<str>>,
         /// `subjectAltNames`: the server certificate must match one; empty = the SNI name.
@@ -69,15 +69,6 @@ pub enum Originate {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OriginateError {
-    /// `SIMPLE`/`MUTUAL` without `caCertificates`.
-    #[error(
-        "tls.mode {mode} without caCertificates would need the system's root store, which \
-         tower-mesh does not load: set caCertificates to a PEM bundle"
-    )]
-    NoCaCertificates {
-        /// `SIMPLE` or `MUTUAL`.
-        mode: &'static str,
-    },
     /// `MUTUAL` without `clientCertificate` or `privateKey`.
     #[error("tls.mode MUTUAL needs clientCertificate and privateKey")]
     NoClientCertificate,
@@ -142,15 +133,8 @@ impl Originate {
         if !tls.credential_name.is_empty() {
             return Err(OriginateError::CredentialName(tls.credential_name.clone()));
         }
-        let name = if mode == ClientTlsMode::Mutual {
-            "MUTUAL"
-        } else {
-            "SIMPLE"
-        };
-        if tls.ca_certificates.is_empty() {
-            return Err(OriginateError::NoCaCertificates { mode: name });
-        }
-        let ca_certificates = PathBuf::from(&tls.ca_certificates);
+        let ca_certificates =
+            (!tls.ca_certificates.is_empty()).then(|| PathBuf::from(&tls.ca_certificates));
         if mode == ClientTlsMode::Mutual {
             if tls.client_certificate.is_empty() || tls.private_key.is_empty() {
                 return Err(OriginateError::NoClientCertificate);
@@ -198,7 +182,7 @@ impl fmt::Display for Originate {
             } => write!(
                 f,
                 "MUTUAL (ca {}) [{}]",
-                ca_certificates.display(),
+                ca_name(ca_certificates.as_deref()),
                 names(subject_alt_names)
             ),
             Originate::Simple {
@@ -208,9 +192,45 @@ impl fmt::Display for Originate {
             } => write!(
                 f,
                 "SIMPLE (ca {}) [{}]",
-                ca_certificates.display(),
+                ca_name(ca_certificates.as_deref()),
                 names(subject_alt_names)
             ),
+        }
+    }
+}
+
+/// How a CA bundle is named in messages.
+fn ca_name(ca: Option<&Path>) -> String {
+    ca.map_or_else(|| "system roots".to_string(), |p| p.display().to_string())
+}
+
+/// The operating system's root certificates (blocking: reads the system store). Certificates
+/// the store holds but webpki cannot use are skipped; none at all is an error.
+fn system_roots() -> Result<TrustBundle, String> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        let why: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+        return Err(format!(
+            "no system root certificates found ({}): set caCertificates to a PEM bundle",
+            if why.is_empty() {
+                "empty store".to_string()
+            } else {
+                why.join("; ")
+            }
+        ));
+    }
+    TrustBundle::new(found.certs).map_err(|e| format!("system root certificates: {e}"))
+}
+
+impl Originate {
+    /// `SIMPLE` against the system's root certificates, the SNI and expected name being the
+    /// target's host: what a request with an `https` URI gets when no DestinationRule says
+    /// otherwise.
+    pub fn https() -> Originate {
+        Originate::Simple {
+            ca_certificates: None,
+            sni: None,
+            subject_alt_names: Arc::from([]),
         }
     }
 }
@@ -249,7 +269,12 @@ fn load_files(origin: &Originate, protocol: UpstreamProtocol) -> Result<Arc<Clie
             subject_alt_names,
         ),
     };
-    let bundle = TrustBundle::from_pem(&read(ca)?).map_err(|e| format!("{}: {e}", ca.display()))?;
+    let bundle = match ca {
+        Some(ca) => {
+            TrustBundle::from_pem(&read(ca)?).map_err(|e| format!("{}: {e}", ca.display()))?
+        }
+        None => system_roots()?,
+    };
     let client = match client {
         None => None,
         Some((cert, key)) => {

@@ -703,7 +703,7 @@ async fn the_connector_originates_simple_and_mutual_from_files() {
         TlsPolicy::Tls(Arc::new(Originate::Mutual {
             client_certificate: client_files.cert.clone(),
             private_key: client_files.key.clone(),
-            ca_certificates: client_files.bundle.clone(),
+            ca_certificates: Some(client_files.bundle.clone()),
             sni: Some("reviews.example.com".into()),
             subject_alt_names: sans.iter().map(|s| ExpectedSan::parse(s)).collect(),
         }))
@@ -736,7 +736,7 @@ async fn the_connector_originates_simple_and_mutual_from_files() {
 
     // SIMPLE: the mesh server demands a client certificate, which SIMPLE does not send.
     let simple = TlsPolicy::Tls(Arc::new(Originate::Simple {
-        ca_certificates: client_files.bundle.clone(),
+        ca_certificates: Some(client_files.bundle.clone()),
         sni: None,
         subject_alt_names: Arc::from([ExpectedSan::Spiffe(reviews)]),
     }));
@@ -755,7 +755,7 @@ async fn the_connector_originates_simple_and_mutual_from_files() {
 
     // A missing CA file is reported with its path.
     let missing = TlsPolicy::Tls(Arc::new(Originate::Simple {
-        ca_certificates: dir.path().join("nope.pem"),
+        ca_certificates: Some(dir.path().join("nope.pem")),
         sni: None,
         subject_alt_names: Arc::from([]),
     }));
@@ -820,9 +820,10 @@ fn originate_from_destination_rule_tls() {
             sni: Some("y.example.com".into()),
         }))
     );
+    // Without caCertificates: the system's root certificates, as Istio does.
     assert_eq!(
         Originate::from_settings(&tls(ClientTlsMode::Simple), None),
-        Err(OriginateError::NoCaCertificates { mode: "SIMPLE" })
+        Ok(Some(Originate::https()))
     );
     let simple = ClientTlsSettings {
         ca_certificates: "/etc/ca.pem".into(),

@@ -36,7 +36,9 @@ pub(crate) const ROUTE_HEADER: &str = "x-route";
 
 /// The ServiceEntry of [`HOST`] (ports 80 and 8080, both served by each backend's one port)
 /// with endpoints `v1` at `v1_port` and `v2` at `v2_port`, and its DestinationRule with
-/// subsets `v1`, `v2` and `v3` (no endpoints).
+/// subsets `v1`, `v2` and `v3` (no endpoints) and `tls: DISABLE`: the backends are plaintext,
+/// and the `scheme` match cases send `https://` URIs (without the rule the client would
+/// originate TLS for them).
 pub(crate) fn services_yaml(v1_port: u16, v2_port: u16) -> String {
     format!(
         r#"
@@ -59,6 +61,7 @@ kind: DestinationRule
 metadata: {{name: my-app, namespace: default}}
 spec:
   host: {HOST}
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
   subsets:
   - {{name: v1, labels: {{version: v1}}}}
   - {{name: v2, labels: {{version: v2}}}}

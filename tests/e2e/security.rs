@@ -656,3 +656,73 @@ async fn a_certificate_close_to_expiry_is_reported_as_a_mesh_event() {
     assert_eq!(event.spiffe_id, id("server"));
     assert!(event.remaining <= Duration::from_secs(300), "{event:?}");
 }
+
+// ---- TLS origination to servers outside the mesh ---------------------------------------------
+
+async fn get_uri(client: &MeshClient, uri: &str) -> (StatusCode, String) {
+    let req = Request::get(uri)
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.clone().oneshot(req))
+        .await
+        .expect("the call hung")
+        .expect("infallible");
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn https_uris_and_destination_rule_simple_tls_are_originated_and_verified() {
+    let ca = DevCa::new("cluster.local").expect("ca");
+    let server_id = identity(&ca, "server");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let tls = server_id.server_config(tower_mesh::tls::ClientAuth::Optional);
+    let selector: tower_mesh::server::TlsSelector =
+        Arc::new(move |_| tower_mesh::server::InboundTls::Tls(tls.clone()));
+    tokio::spawn(Server::standalone().tls(selector).serve_with_shutdown(
+        listener,
+        app(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    // An https URI to an unknown host: TLS is originated and the server verified against the
+    // system's root certificates, which do not hold the development CA.
+    let plain_mesh = Mesh::builder().build().expect("mesh");
+    let (status, body) = get_uri(
+        &plain_mesh.client(),
+        &format!("https://127.0.0.1:{}/whoami", addr.port()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.contains("TLS error") && body.contains("certificate"),
+        "{body}"
+    );
+
+    // A DestinationRule SIMPLE with the CA as caCertificates and the server's URI SAN.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.root_pem()).expect("write ca");
+    let config = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: secure, namespace: default}}\nspec:\n  hosts: [secure.example]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: secure, namespace: default}}\nspec:\n  host: secure.example\n  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: {ca}, subjectAltNames: [\"spiffe://cluster.local/ns/default/sa/server\"]}}\n",
+        port = addr.port(),
+        ca = ca_file.display()
+    );
+    let mesh = Mesh::builder()
+        .config(ConfigSource::yaml("secure.yaml", config))
+        .build()
+        .expect("mesh");
+    let (status, body) = get_uri(&mesh.client(), "http://secure.example/whoami").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "anonymous"));
+    let _ = stop.send(());
+}
