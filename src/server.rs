@@ -155,7 +155,8 @@ impl Server {
 
     /// The most connections open at once (default 10,000); more wait in the listen backlog.
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.max(1);
+        // At most u32::MAX: the drain at shutdown waits for every slot at once.
+        self.max_connections = n.clamp(1, u32::MAX as usize);
         self
     }
 

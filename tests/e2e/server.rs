@@ -172,3 +172,19 @@ async fn the_connection_cap_holds_extra_connections_until_a_slot_frees() {
     let _ = stop.send(());
     task.await.expect("serve task").expect("serve");
 }
+
+#[tokio::test]
+async fn absurd_limits_are_clamped_not_a_panic() {
+    let server = Server::standalone()
+        .max_connections(usize::MAX)
+        .max_headers(0)
+        .max_header_bytes(0);
+    let (addr, stop, task) = start(server).await;
+    let mut client = Client::http1(addr).await.expect("client");
+    assert_eq!(
+        client.get("/who", &[]).await.expect("reply").status,
+        StatusCode::OK
+    );
+    let _ = stop.send(());
+    task.await.expect("serve task").expect("serve");
+}
