@@ -53,6 +53,7 @@ pub struct Security {
 pub struct InboundLayer {
     mesh: Mesh,
     ext_authz: Arc<ExtAuthzProviders>,
+    telemetry: Option<Arc<InboundTelemetry>>,
 }
 
 impl InboundLayer {
@@ -61,6 +62,7 @@ impl InboundLayer {
         InboundLayer {
             mesh: mesh.clone(),
             ext_authz: Arc::new(ExtAuthzProviders::new()),
+            telemetry: InboundTelemetry::of(mesh).map(Arc::new),
         }
     }
 
@@ -79,6 +81,7 @@ impl<S> Layer<S> for InboundLayer {
         InboundService {
             mesh: self.mesh.clone(),
             ext_authz: self.ext_authz.clone(),
+            telemetry: self.telemetry.clone(),
             inner,
         }
     }
@@ -89,6 +92,7 @@ impl<S> Layer<S> for InboundLayer {
 pub struct InboundService<S> {
     mesh: Mesh,
     ext_authz: Arc<ExtAuthzProviders>,
+    telemetry: Option<Arc<InboundTelemetry>>,
     inner: S,
 }
 
@@ -121,12 +125,16 @@ where
         // The ready service goes into the future; this one is a fresh clone.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let telemetry = self.telemetry();
+        let telemetry = self.telemetry.clone().map(|t| {
+            // This workload's SPIFFE ID now (a rotation may change the certificate).
+            let id = self.mesh.inner.identity.as_ref();
+            (t, id.map(|id| id.current().spiffe_id().clone()))
+        });
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let grpc = is_grpc_request(&parts.headers);
             // Telemetry is outermost: what authn and authz answer is measured too.
-            let measure = telemetry.map(|t| t.start(&parts, grpc));
+            let measure = telemetry.map(|(t, id)| t.start(id, &parts, grpc));
             let resp = match check(&security, normalization, &ext_authz, &mut parts).await {
                 Err(Answer::Error(e)) => e.to_response(grpc).map(body::boxed),
                 Err(Answer::Response(resp)) => resp,
@@ -143,42 +151,38 @@ where
     }
 }
 
-impl<S> InboundService<S> {
-    #[cfg(feature = "metrics")]
-    fn telemetry(&self) -> Option<InboundTelemetry> {
-        let metrics = self.mesh.inner.metrics.as_ref()?;
-        Some(InboundTelemetry {
-            metrics: metrics.istio.clone(),
-            local: crate::telemetry::LocalWorkload::of(&self.mesh.inner.settings),
-            principal: self
-                .mesh
-                .inner
-                .identity
-                .as_ref()
-                .map(|id| id.current().spiffe_id().to_string()),
-        })
-    }
-
-    #[cfg(not(feature = "metrics"))]
-    fn telemetry(&self) -> Option<InboundTelemetry> {
-        None
-    }
-}
-
-/// What the inbound stack needs to measure a request (feature `metrics`).
+/// What the inbound stack needs to measure a request (feature `metrics`), built once per
+/// layer: the metric handles and this workload's labels.
+#[derive(Debug)]
 struct InboundTelemetry {
     #[cfg(feature = "metrics")]
     metrics: crate::telemetry::IstioMetrics,
     #[cfg(feature = "metrics")]
     local: Arc<crate::telemetry::LocalWorkload>,
+}
+
+impl InboundTelemetry {
     #[cfg(feature = "metrics")]
-    principal: Option<String>,
+    fn of(mesh: &Mesh) -> Option<Self> {
+        let metrics = mesh.inner.metrics.as_ref()?;
+        Some(InboundTelemetry {
+            metrics: metrics.istio.clone(),
+            local: crate::telemetry::LocalWorkload::of(&mesh.inner.settings),
+        })
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    fn of(_mesh: &Mesh) -> Option<Self> {
+        None
+    }
 }
 
 /// A request being measured by the inbound stack.
 struct InboundMeasure {
     #[cfg(feature = "metrics")]
-    telemetry: InboundTelemetry,
+    telemetry: Arc<InboundTelemetry>,
+    #[cfg(feature = "metrics")]
+    destination: Option<crate::tls::SpiffeId>,
     #[cfg(feature = "metrics")]
     started: std::time::Instant,
     #[cfg(feature = "metrics")]
@@ -193,7 +197,12 @@ struct InboundMeasure {
 
 impl InboundTelemetry {
     #[cfg(feature = "metrics")]
-    fn start(self, parts: &http::request::Parts, grpc: bool) -> InboundMeasure {
+    fn start(
+        self: Arc<Self>,
+        destination: Option<crate::tls::SpiffeId>,
+        parts: &http::request::Parts,
+        grpc: bool,
+    ) -> InboundMeasure {
         let host = crate::route::layer::authority_of(parts)
             .map(|a| {
                 crate::snapshot::hosts::split_host_port(&a)
@@ -209,6 +218,7 @@ impl InboundTelemetry {
             .unwrap_or(0);
         InboundMeasure {
             telemetry: self,
+            destination,
             started: std::time::Instant::now(),
             host,
             peer: parts
@@ -221,7 +231,12 @@ impl InboundTelemetry {
     }
 
     #[cfg(not(feature = "metrics"))]
-    fn start(self, _parts: &http::request::Parts, _grpc: bool) -> InboundMeasure {
+    fn start(
+        self: Arc<Self>,
+        _destination: Option<crate::tls::SpiffeId>,
+        _parts: &http::request::Parts,
+        _grpc: bool,
+    ) -> InboundMeasure {
         InboundMeasure {}
     }
 }
@@ -250,7 +265,7 @@ impl InboundMeasure {
             destination_service: self.host,
             destination_workload: t.local.workload.clone(),
             destination_workload_namespace: t.local.namespace.clone(),
-            destination_principal: t.principal.clone().unwrap_or_else(unknown),
+            destination_principal: self.destination.map_or_else(unknown, |id| id.to_string()),
             request_protocol: if self.grpc { "grpc" } else { "http" },
             response_code: resp.status().as_u16(),
             response_flags: flags,
@@ -260,7 +275,7 @@ impl InboundMeasure {
                 "none"
             },
         };
-        let measured = Measured::new(t.metrics, labels, self.started, self.request_bytes);
+        let measured = Measured::new(t.metrics.clone(), labels, self.started, self.request_bytes);
         resp.map(|b| measured.body(b))
     }
 
