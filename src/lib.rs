@@ -45,6 +45,7 @@ pub mod mesh;
 mod metrics;
 pub mod path;
 pub mod pool;
+pub mod proxy;
 pub mod registry;
 pub mod resilience;
 pub mod route;

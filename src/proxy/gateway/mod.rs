@@ -1,0 +1,1 @@
+//! Ingress gateway: Istio `Gateway` servers as listeners, and the VirtualServices bound to them.
