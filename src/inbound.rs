@@ -335,6 +335,13 @@ async fn check(
                 req = req.with_sni(sni);
             }
         }
+        // `remoteIpBlocks` / `remote.ip`: the client address by `numTrustedProxies`, when a
+        // proxy layer decided it (else the direct peer).
+        if let Some(crate::proxy::ClientAddr(ip)) =
+            parts.extensions.get::<crate::proxy::ClientAddr>()
+        {
+            req = req.with_remote_ip(*ip);
+        }
         security.authz.evaluate(&req)
     };
     let mut allow_headers = Vec::new();

@@ -104,6 +104,12 @@ pub struct MeshSettings {
     /// This workload's locality (`region/zone/subzone`), for DestinationRule
     /// `localityLbSetting`; `None`: locality-aware balancing is off.
     pub locality: Option<String>,
+    /// How many proxies in front of this workload are trusted to append to
+    /// `x-forwarded-for` (Istio's `meshConfig.defaultConfig.gatewayTopology.numTrustedProxies`,
+    /// Envoy's `xff_num_trusted_hops`; default 0). It decides the client address that
+    /// forwarding reports and AuthorizationPolicy `remoteIpBlocks` match: 0 is the direct
+    /// peer, `n` the `n`th address from the right of the received `x-forwarded-for`.
+    pub num_trusted_proxies: u32,
 }
 
 impl Default for MeshSettings {
@@ -120,6 +126,7 @@ impl Default for MeshSettings {
             gateway: MESH_GATEWAY.to_string(),
             locality: None,
             trust_domain: "cluster.local".to_string(),
+            num_trusted_proxies: 0,
         }
     }
 }
@@ -290,6 +297,12 @@ impl Mesh {
     /// The settings this mesh compiles with.
     pub fn settings(&self) -> &MeshSettings {
         &self.inner.settings
+    }
+
+    /// The trusted proxy hops in front of this workload
+    /// ([`MeshSettings::num_trusted_proxies`], [`MeshBuilder::num_trusted_proxies`]).
+    pub fn num_trusted_proxies(&self) -> u32 {
+        self.inner.settings.num_trusted_proxies
     }
 
     /// A client that routes requests by their authority through this mesh
@@ -678,6 +691,14 @@ impl MeshBuilder {
     /// Adds a config source.
     pub fn config(mut self, source: ConfigSource) -> Self {
         self.sources.push(source);
+        self
+    }
+
+    /// How many proxies in front of this workload to trust in `x-forwarded-for` (Istio's
+    /// `numTrustedProxies`, Envoy's `xff_num_trusted_hops`; default 0: the direct peer is the
+    /// client). See [`MeshSettings::num_trusted_proxies`].
+    pub fn num_trusted_proxies(mut self, n: u32) -> Self {
+        self.settings.num_trusted_proxies = n;
         self
     }
 

@@ -3,11 +3,18 @@
 //! `tower-mesh validate PATH...` checks Istio YAML the way `istioctl validate -f` does, with
 //! every problem of every document and its field path. Exit status: 0 when valid (warnings
 //! allowed), 1 when not, 2 on usage errors.
+//!
+//! `tower-mesh proxy --config DIR [--listen ADDR] [--admin ADDR] [--namespace NS]
+//! [--mode sidecar|inbound] [--app ADDR] [--num-trusted-proxies N]` runs a proxy from a
+//! config directory ([`tower_mesh::proxy::Proxy`]) until SIGTERM or ctrl-c, then drains.
+//! Exit status: 0 after a clean drain, 1 when the proxy cannot start or fails.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tower_mesh::config::{ConfigSet, Loader};
@@ -39,6 +46,44 @@ enum Command {
         #[arg(long)]
         no_warnings: bool,
     },
+    /// Run a proxy (sidecar outbound or inbound) from a directory of Istio YAML.
+    Proxy(ProxyArgs),
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// The Istio YAML: a file or a directory (read recursively, reloaded on change).
+    #[arg(long, value_name = "DIR")]
+    config: PathBuf,
+    /// Where to listen (repeatable).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15001")]
+    listen: Vec<SocketAddr>,
+    /// Where to serve the admin endpoint (/metrics, /config_dump, /clusters, /ready, ...).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// This workload's namespace: short names resolve in it.
+    #[arg(long, value_name = "NS", default_value = "default")]
+    namespace: String,
+    /// What the proxy does with the traffic it accepts.
+    #[arg(long, value_enum, default_value_t = ModeArg::Sidecar)]
+    mode: ModeArg,
+    /// The local application's address (`--mode inbound`).
+    #[arg(long, value_name = "ADDR", required_if_eq("mode", "inbound"))]
+    app: Option<SocketAddr>,
+    /// Proxies in front of this one trusted in x-forwarded-for (Istio's numTrustedProxies).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    num_trusted_proxies: u32,
+    /// Seconds in-flight requests get to finish after SIGTERM or ctrl-c.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    drain_seconds: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    /// Outbound: route the application's requests by authority through the mesh.
+    Sidecar,
+    /// Inbound: in front of the application at --app, with the workload's security policies.
+    Inbound,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,6 +102,89 @@ fn main() -> ExitCode {
             output,
             no_warnings,
         } => run_validate(&paths, output, no_warnings),
+        Command::Proxy(args) => run_proxy(args),
+    }
+}
+
+fn run_proxy(args: ProxyArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(proxy(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn proxy(args: ProxyArgs) -> Result<(), tower_mesh::proxy::ProxyError> {
+    use tower_mesh::proxy::{Mode, Proxy};
+
+    let mode = match (args.mode, args.app) {
+        (ModeArg::Inbound, Some(app)) => Mode::Inbound { app },
+        _ => Mode::Sidecar,
+    };
+    let drain = Duration::try_from_secs_f64(args.drain_seconds).unwrap_or(Duration::from_secs(5));
+    let mut builder = Proxy::new(&args.config)
+        .mode(mode)
+        .namespace(args.namespace)
+        .num_trusted_proxies(args.num_trusted_proxies)
+        .drain_timeout(drain);
+    for addr in &args.listen {
+        builder = builder.listen(*addr);
+    }
+    let proxy = builder.bind().await?;
+    let handle = proxy.handle();
+    for addr in handle.local_addrs() {
+        // Tests and scripts read this line to find an ephemeral port.
+        println!("tower-mesh proxy: listening on {addr}");
+    }
+    if let Some(admin) = args.admin {
+        // TODO(lead): serve `tower_mesh::admin::router(handle.mesh().clone(), registry)` on
+        // `admin` (axum::serve on a TcpListener, with the same shutdown signal) once the admin
+        // helper's module lands; the registry goes to the mesh through
+        // `Proxy::configure(|b| b.metrics(&mut registry))`.
+        eprintln!("warning: --admin {admin}: the admin endpoint is not in this build yet");
+    }
+    let signals = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("tower-mesh proxy: draining");
+        signals.shutdown();
+    });
+    let _ = io::stdout().flush();
+    proxy.serve().await
+}
+
+/// SIGTERM (what Kubernetes sends) or ctrl-c.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -522,7 +522,9 @@ impl Inner {
         guard: InFlight,
     ) -> Response<MeshBody> {
         let (parts, body) = resp.into_parts();
-        let body = PooledBody::new(body, Some(conn), guard);
+        // A connection that switched protocols (101) belongs to the upgrade, never reused.
+        let conn = (parts.status != http::StatusCode::SWITCHING_PROTOCOLS).then_some(conn);
+        let body = PooledBody::new(body, conn, guard);
         Response::from_parts(parts, boxed(body))
     }
 
@@ -665,7 +667,8 @@ impl Inner {
             .map_err(|e| upstream_reset(&e))?;
         let addr = self.key.addr;
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            // `with_upgrades`: a 101 answer hands the connection to `hyper::upgrade::on`.
+            if let Err(err) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %err, "upstream HTTP/1.1 connection ended with an error");
             }
         });

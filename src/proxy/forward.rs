@@ -1,0 +1,477 @@
+//! The forwarding core of proxy mode: what a proxy does to a request between accepting it
+//! and handing it to the next hop, as Envoy's HTTP connection manager does.
+//!
+//! [`Forward`] wraps a service over [`MeshBody`] requests (the mesh's [`MeshClient`] for a
+//! sidecar's outbound traffic, a [`LocalApp`](super::LocalApp) for inbound) and, per request:
+//!
+//! 1. decides the **client address** ([`ClientAddr`]) from the direct peer
+//!    ([`ConnectionInfo`]) and `x-forwarded-for`, trusting `numTrustedProxies` hops
+//!    ([`trusted_client_addr`], Envoy's `xff_num_trusted_hops`);
+//! 2. removes the **hop-by-hop headers** (RFC 9110 §7.6.1: `Connection` and every header it
+//!    names, `Keep-Alive`, `Proxy-Connection`, `TE` except `trailers`, `Transfer-Encoding`,
+//!    `Upgrade` unless the request upgrades, `Proxy-Authorization`) from the request and the
+//!    response;
+//! 3. appends the peer's address to **`x-forwarded-for`** and sets **`x-forwarded-proto`** to
+//!    the downstream scheme, as Envoy does with `use_remote_address: true` (Istio's gateways;
+//!    an existing `x-forwarded-proto` is kept only when a trusted proxy may have set it);
+//! 4. for an HTTP/1.1 **upgrade** (WebSocket): forwards `Upgrade` and `Connection: upgrade`
+//!    and, when the upstream answers `101 Switching Protocols`, joins the two upgraded
+//!    connections byte for byte;
+//! 5. streams both bodies (nothing is buffered here; the client's retry replay has its own
+//!    cap), and answers an error of the inner service as Envoy would ([`Error::to_response`]).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{
+    CONNECTION, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING,
+    UPGRADE,
+};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body;
+use hyper_util::rt::TokioIo;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::body::{self, MeshBody};
+use crate::client::MeshClient;
+use crate::error::{BoxError, Error, ResetReason, is_grpc_request};
+use crate::mesh::Mesh;
+use crate::server::ConnectionInfo;
+
+/// `x-forwarded-for`: the addresses a request passed through, the original client first.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`: the scheme (`http` / `https`) the original client used.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The original client's address as this proxy trusts it (Envoy's "trusted client
+/// address"): the direct peer, or an address from `x-forwarded-for` when
+/// `numTrustedProxies` > 0 ([`trusted_client_addr`]). In the request extensions after
+/// [`ClientAddrLayer`] or [`Forward`]; AuthorizationPolicy `remoteIpBlocks` and the
+/// `remote.ip` condition match it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The client address Envoy trusts with `use_remote_address: true` and
+/// `xff_num_trusted_hops: num_trusted` (Istio's `numTrustedProxies`): with 0 it is `peer`
+/// (the direct downstream); with `n` > 0 it is the `n`th address from the right of the
+/// `x-forwarded-for` the request arrived with (several headers count as one list in order).
+/// When the list is shorter than `n`, or that entry is not an IP address, Envoy falls back to
+/// `peer`, and so does this.
+pub fn trusted_client_addr(headers: &HeaderMap, peer: IpAddr, num_trusted: u32) -> IpAddr {
+    if num_trusted == 0 {
+        return peer;
+    }
+    let Ok(n) = usize::try_from(num_trusted) else {
+        return peer;
+    };
+    let entries: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    entries
+        .len()
+        .checked_sub(n)
+        .and_then(|i| entries.get(i))
+        .and_then(|e| e.parse::<IpAddr>().ok())
+        .map_or(peer, |ip| ip.to_canonical())
+}
+
+/// Whether `headers` ask for an HTTP/1.1 upgrade: a `Connection` header naming `upgrade` and
+/// an `Upgrade` header. Returns the `Upgrade` value.
+fn requested_upgrade(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let upgrade = headers.get(UPGRADE)?;
+    connection_tokens(headers)
+        .any(|t| t.eq_ignore_ascii_case("upgrade"))
+        .then(|| upgrade.clone())
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1, as Envoy does): `Connection` and the
+/// headers it names, `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`,
+/// `Proxy-Authorization`, and `TE` unless it asks for `trailers` (then `TE: trailers` is
+/// kept, as gRPC needs). The caller puts `Upgrade` back when it forwards an upgrade.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        // `Connection: te` must not remove a `TE: trailers` we are about to keep.
+        if name != TE {
+            headers.remove(&name);
+        }
+    }
+    for name in [
+        CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    let trailers = headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    headers.remove(TE);
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Appends `peer` to `x-forwarded-for` (one header, entries joined by `,` as Envoy does) and
+/// sets `x-forwarded-proto` to the downstream scheme unless a trusted proxy
+/// (`num_trusted` > 0) already set it.
+fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, tls: bool, num_trusted: u32) {
+    let peer = peer.to_canonical().to_string();
+    let mut xff = String::new();
+    for v in headers.get_all(X_FORWARDED_FOR).iter() {
+        if let Ok(v) = v.to_str() {
+            let v = v.trim();
+            if !v.is_empty() {
+                xff.push_str(v);
+                xff.push(',');
+            }
+        }
+    }
+    xff.push_str(&peer);
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if num_trusted == 0 || !headers.contains_key(X_FORWARDED_PROTO) {
+        let proto = if tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+}
+
+/// Puts the [`ClientAddr`] in a request's extensions (from its [`ConnectionInfo`] and
+/// `x-forwarded-for`), for the layers between the server and [`Forward`]: the inbound
+/// policy stack matches AuthorizationPolicy `remoteIpBlocks` against it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddrLayer {
+    num_trusted_proxies: u32,
+}
+
+impl ClientAddrLayer {
+    /// Trusting `num_trusted_proxies` hops of `x-forwarded-for` ([`trusted_client_addr`]).
+    pub fn new(num_trusted_proxies: u32) -> Self {
+        ClientAddrLayer {
+            num_trusted_proxies,
+        }
+    }
+}
+
+impl<S> Layer<S> for ClientAddrLayer {
+    type Service = ClientAddrService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientAddrService {
+            inner,
+            num_trusted_proxies: self.num_trusted_proxies,
+        }
+    }
+}
+
+/// The service of [`ClientAddrLayer`].
+#[derive(Debug, Clone)]
+pub struct ClientAddrService<S> {
+    inner: S,
+    num_trusted_proxies: u32,
+}
+
+/// Inserts the [`ClientAddr`] unless one is there already; no [`ConnectionInfo`], no address.
+fn insert_client_addr<B>(req: &mut Request<B>, num_trusted: u32) -> Option<IpAddr> {
+    if let Some(ClientAddr(ip)) = req.extensions().get::<ClientAddr>() {
+        return Some(*ip);
+    }
+    let peer = req.extensions().get::<ConnectionInfo>()?.peer_addr.ip();
+    let ip = trusted_client_addr(req.headers(), peer, num_trusted);
+    req.extensions_mut().insert(ClientAddr(ip));
+    Some(ip)
+}
+
+impl<S, B> Service<Request<B>> for ClientAddrService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        insert_client_addr(&mut req, self.num_trusted_proxies);
+        self.inner.call(req)
+    }
+}
+
+/// Forwards requests as a proxy does ([module docs](self)) through `S`, a service over
+/// [`MeshBody`] requests. Never fails: an error of `S` becomes Envoy's answer for it.
+#[derive(Debug, Clone)]
+pub struct Forward<S = MeshClient> {
+    inner: S,
+    num_trusted_proxies: u32,
+}
+
+impl Forward<MeshClient> {
+    /// A sidecar's outbound forwarder: requests go through the mesh's client (routing by
+    /// authority and every resilience layer), trusting the mesh's
+    /// [`num_trusted_proxies`](Mesh::num_trusted_proxies).
+    pub fn new(mesh: &Mesh) -> Self {
+        Forward::with_service(mesh.client(), mesh.num_trusted_proxies())
+    }
+}
+
+impl<S> Forward<S> {
+    /// A forwarder over any service of [`MeshBody`] requests, trusting
+    /// `num_trusted_proxies` hops of `x-forwarded-for`.
+    pub fn with_service(inner: S, num_trusted_proxies: u32) -> Self {
+        Forward {
+            inner,
+            num_trusted_proxies,
+        }
+    }
+}
+
+/// The future of [`Forward`].
+pub type ForwardFuture =
+    Pin<Box<dyn Future<Output = Result<Response<MeshBody>, Infallible>> + Send + 'static>>;
+
+impl<S, B> Service<Request<B>> for Forward<S>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<MeshBody>;
+    type Error = Infallible;
+    type Future = ForwardFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is the inner service's, awaited per call (`oneshot`): a clone per request.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let num_trusted = self.num_trusted_proxies;
+        insert_client_addr(&mut req, num_trusted);
+        let grpc = is_grpc_request(req.headers());
+        let upgrade = requested_upgrade(req.version(), req.headers());
+        let downstream = upgrade
+            .as_ref()
+            .and_then(|_| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>());
+        let (mut parts, body) = req.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        if let Some(up) = &upgrade {
+            parts.headers.insert(UPGRADE, up.clone());
+            parts
+                .headers
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        if let Some(conn) = parts.extensions.get::<ConnectionInfo>() {
+            let (peer, tls) = (conn.peer_addr.ip(), conn.tls);
+            set_forwarded(&mut parts.headers, peer, tls, num_trusted);
+        }
+        let req = Request::from_parts(parts, body::boxed(body));
+        // Boxed here, not inside the async block: rustc cannot prove `S::Future: Send` for
+        // every lifetime of `MeshBody`'s `dyn Error` there (a known higher-ranked bug).
+        let sent: Pin<Box<dyn Future<Output = Result<Response<MeshBody>, S::Error>> + Send>> =
+            Box::pin(self.inner.clone().oneshot(req));
+        Box::pin(async move {
+            let mut resp = match sent.await {
+                Ok(resp) => resp,
+                Err(err) => {
+                    let err = Error::from(err.into());
+                    return Ok(err.to_response(grpc).map(body::boxed));
+                }
+            };
+            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let upstream_upgrade = resp.headers().get(UPGRADE).cloned();
+            remove_hop_by_hop(resp.headers_mut());
+            if switching {
+                match (upgrade, downstream, upstream_upgrade) {
+                    (Some(_), Some(downstream), Some(protocol)) => {
+                        let upstream = hyper::upgrade::on(&mut resp);
+                        resp.headers_mut().insert(UPGRADE, protocol);
+                        resp.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                        tokio::spawn(join_upgraded(downstream, upstream));
+                    }
+                    _ => {
+                        // A 101 nobody asked for (or without `Upgrade`) cannot be relayed.
+                        let err = Error::UpstreamReset {
+                            reason: ResetReason::ProtocolError,
+                            transport_failure: Some(
+                                "upstream switched protocols without an upgrade request".into(),
+                            ),
+                        };
+                        return Ok(err.to_response(grpc).map(body::boxed));
+                    }
+                }
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// Waits for both sides of an upgrade and copies bytes both ways until either closes.
+async fn join_upgraded(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed before the tunnel opened");
+            return;
+        }
+    };
+    let mut down = TokioIo::new(down);
+    let mut up = TokioIo::new(up);
+    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        Ok((sent, received)) => {
+            tracing::debug!(sent, received, "upgraded connection closed");
+        }
+        Err(e) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an ip")
+    }
+
+    #[test]
+    fn client_addr_is_the_peer_without_trusted_hops() {
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, 2.2.2.2")]);
+        assert_eq!(trusted_client_addr(&h, ip("9.9.9.9"), 0), ip("9.9.9.9"));
+    }
+
+    #[test]
+    fn client_addr_counts_trusted_hops_from_the_right() {
+        let h = headers(&[
+            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
+            ("x-forwarded-for", "3.3.3.3"),
+        ]);
+        let peer = ip("9.9.9.9");
+        assert_eq!(trusted_client_addr(&h, peer, 1), ip("3.3.3.3"));
+        assert_eq!(trusted_client_addr(&h, peer, 2), ip("2.2.2.2"));
+        assert_eq!(trusted_client_addr(&h, peer, 3), ip("1.1.1.1"));
+        // Fewer entries than trusted hops, or junk: the peer (Envoy's fallback).
+        assert_eq!(trusted_client_addr(&h, peer, 4), peer);
+        let junk = headers(&[("x-forwarded-for", "not-an-ip,,")]);
+        assert_eq!(trusted_client_addr(&junk, peer, 1), peer);
+        assert_eq!(trusted_client_addr(&junk, peer, u32::MAX), peer);
+        assert_eq!(trusted_client_addr(&HeaderMap::new(), peer, 1), peer);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret, TE"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic abc"),
+            ("te", "trailers, deflate;q=0.5"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept", "te"]);
+        assert_eq!(h.get(TE).map(HeaderValue::as_bytes), Some(&b"trailers"[..]));
+        let mut h = headers(&[("te", "gzip")]);
+        remove_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_peer_and_set_the_scheme() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarded(&mut h, ip("::ffff:127.0.0.1"), false, 0);
+        assert_eq!(
+            h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
+            Some(&b"1.1.1.1,127.0.0.1"[..])
+        );
+        // Untrusted hops cannot claim https.
+        assert_eq!(
+            h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
+            Some(&b"http"[..])
+        );
+        let mut h = headers(&[("x-forwarded-proto", "https")]);
+        set_forwarded(&mut h, ip("10.0.0.1"), false, 1);
+        assert_eq!(
+            h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
+            Some(&b"https"[..])
+        );
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, ip("10.0.0.1"), true, 1);
+        assert_eq!(
+            h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
+            Some(&b"10.0.0.1"[..])
+        );
+        assert_eq!(
+            h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
+            Some(&b"https"[..])
+        );
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers_on_http11() {
+        let h = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert!(requested_upgrade(Version::HTTP_11, &h).is_some());
+        assert!(requested_upgrade(Version::HTTP_2, &h).is_none());
+        let h = headers(&[("upgrade", "websocket")]);
+        assert!(requested_upgrade(Version::HTTP_11, &h).is_none());
+    }
+}

@@ -1,0 +1,526 @@
+//! Proxy mode end to end: `tower_mesh::proxy::Proxy` started in-process (and once the
+//! `tower-mesh proxy` binary) on loopback ports, with the issue's example config — a
+//! ServiceEntry for `my-app.default.svc.cluster.local` with STATIC endpoints `v1` and `v2`
+//! (test backends on ephemeral ports), a DestinationRule with subsets `v1`/`v2` and the 80/20
+//! VirtualService `my-app` — and requests sent as an application would (`Host: my-app`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower_mesh::body::{self, MeshBody};
+use tower_mesh::proxy::{BoundProxy, Mode, Proxy, ProxyHandle};
+use tower_mesh::{ConfigSource, Mesh};
+
+use crate::support::client::Client;
+use crate::support::{Backend, Handler, Protocols};
+
+const HOST: &str = "my-app.default.svc.cluster.local";
+
+/// The issue's example: ServiceEntry (endpoints `v1` at `v1_port`, `v2` at `v2_port`),
+/// DestinationRule with subsets, VirtualService `my-app` sending `v1_weight`% to v1.
+fn config(v1_port: u16, v2_port: u16, v1_weight: u32) -> String {
+    let v2_weight = 100 - v1_weight;
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: my-app, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {{number: 80, name: http, protocol: HTTP}}
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {v1_port}}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{http: {v2_port}}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: my-app, namespace: default}}
+spec:
+  host: my-app
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: my-app, namespace: default}}
+spec:
+  hosts: [my-app]
+  http:
+  - route:
+    - destination: {{host: my-app, subset: v1}}
+      weight: {v1_weight}
+    - destination: {{host: my-app, subset: v2}}
+      weight: {v2_weight}
+"#
+    )
+}
+
+struct Setup {
+    v1: Backend,
+    v2: Backend,
+    dir: tempfile::TempDir,
+}
+
+fn setup(v1_weight: u32) -> Setup {
+    let v1 = Backend::start("v1", &[("version", "v1")]);
+    let v2 = Backend::start("v2", &[("version", "v2")]);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    write(
+        dir.path(),
+        "mesh.yaml",
+        &config(v1.port(), v2.port(), v1_weight),
+    );
+    Setup { v1, v2, dir }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write config");
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Binds `proxy` and serves it in a task; the task resolves when the proxy has drained.
+async fn start(proxy: Proxy) -> (ProxyHandle, tokio::task::JoinHandle<()>) {
+    let bound: BoundProxy = proxy.bind().await.expect("the proxy starts");
+    let handle = bound.handle();
+    let task = tokio::spawn(async move { bound.serve().await.expect("the proxy serves") });
+    (handle, task)
+}
+
+async fn sidecar(s: &Setup) -> (ProxyHandle, tokio::task::JoinHandle<()>) {
+    start(Proxy::new(s.dir.path()).listen(loopback())).await
+}
+
+fn addr(handle: &ProxyHandle) -> SocketAddr {
+    *handle.local_addrs().first().expect("one listener")
+}
+
+async fn get(proxy: SocketAddr, headers: &[(&str, &str)]) -> crate::support::client::Reply {
+    let mut c = Client::http1(proxy).await.expect("connect to the proxy");
+    c.get("/p?q=1", headers).await.expect("a response")
+}
+
+#[tokio::test]
+async fn host_my_app_splits_80_20_through_the_sidecar() {
+    let s = setup(80);
+    let (handle, _task) = sidecar(&s).await;
+    let mut c = Client::http1(addr(&handle)).await.expect("connect");
+    let (mut v1, mut v2) = (0, 0);
+    for _ in 0..200 {
+        let reply = c.get("/", &[("host", "my-app")]).await.expect("reply");
+        assert_eq!(reply.status, 200);
+        match reply.backend() {
+            Some("v1") => v1 += 1,
+            Some("v2") => v2 += 1,
+            other => panic!("unexpected backend {other:?}"),
+        }
+    }
+    // 160 expected; the bounds are ~5 standard deviations wide.
+    assert!((130..=190).contains(&v1), "v1 {v1}, v2 {v2}");
+    assert_eq!(v1 + v2, 200);
+    assert_eq!(s.v1.hits() + s.v2.hits(), 200);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_and_http1_both_route_by_authority() {
+    let s = setup(100);
+    let (handle, _task) = sidecar(&s).await;
+    let mut h2 = Client::http2(addr(&handle)).await.expect("connect h2c");
+    let req = Request::get("http://my-app/h2")
+        .body(body::empty())
+        .expect("request");
+    let reply = crate::support::client::read(h2.send(req).await.expect("response"))
+        .await
+        .expect("body");
+    assert_eq!(reply.version, http::Version::HTTP_2);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.backend(), Some("v1"));
+    assert_eq!(reply.echo().path, "/h2");
+    let reply = get(addr(&handle), &[("host", "my-app")]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.backend(), Some("v1"));
+    assert_eq!(reply.echo().version, "HTTP/1.1");
+    // An authority outside the registry passes through (ALLOW_ANY); a closed port is 503.
+    let reply = get(addr(&handle), &[("host", "127.0.0.1:1")]).await;
+    assert_eq!(reply.status, 503);
+}
+
+/// A backend answering with hop-by-hop headers of its own.
+fn hop_by_hop_backend() -> Backend {
+    let handler: Handler = Arc::new(|_req: Request<Incoming>| {
+        Box::pin(async move {
+            Response::builder()
+                .header("connection", "x-resp-secret")
+                .header("x-resp-secret", "1")
+                .header("keep-alive", "timeout=5")
+                .header("proxy-connection", "keep-alive")
+                .header("x-resp-kept", "yes")
+                .body(body::full("ok"))
+                .expect("response")
+        })
+    });
+    Backend::start_with("hop", Protocols::Auto, handler)
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_and_forwarded_headers_set() {
+    let s = setup(100);
+    let (handle, _task) = sidecar(&s).await;
+    let reply = get(
+        addr(&handle),
+        &[
+            ("host", "my-app"),
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "hidden"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic dXNlcjpwYXNz"),
+            ("te", "trailers"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-kept", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let echo = reply.echo();
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert_eq!(echo.header(gone), None, "{gone} reached the upstream");
+    }
+    assert_eq!(echo.header("te"), Some("trailers"));
+    assert_eq!(echo.header("x-kept"), Some("yes"));
+    // Envoy appends the direct peer; with no trusted hops the scheme is the downstream's.
+    assert_eq!(
+        echo.header("x-forwarded-for"),
+        Some("203.0.113.9,127.0.0.1")
+    );
+    assert_eq!(echo.header("x-forwarded-proto"), Some("http"));
+
+    // The response side: an upstream's hop-by-hop headers stop at the proxy.
+    let hop = hop_by_hop_backend();
+    let mesh = Mesh::builder()
+        .config(ConfigSource::yaml(
+            "hop.yaml",
+            config(hop.port(), hop.port(), 100),
+        ))
+        .build()
+        .expect("mesh");
+    let (handle, _task) = start(Proxy::with_mesh(mesh).listen(loopback())).await;
+    let reply = get(addr(&handle), &[("host", "my-app")]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.headers.get("x-resp-kept").map(|v| v.as_bytes()),
+        Some(&b"yes"[..])
+    );
+    for gone in ["x-resp-secret", "keep-alive", "proxy-connection"] {
+        assert!(
+            reply.headers.get(gone).is_none(),
+            "{gone} reached the client"
+        );
+    }
+}
+
+const DENY_REMOTE: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-remote, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]
+"#;
+
+/// An inbound sidecar in front of backend `app`, with `DENY_REMOTE` and `trusted` hops.
+async fn inbound(app: &Backend, trusted: u32) -> (ProxyHandle, tokio::task::JoinHandle<()>) {
+    let mesh = Mesh::builder()
+        .namespace("default")
+        .labels([("app", "server")])
+        .num_trusted_proxies(trusted)
+        .config(ConfigSource::yaml("policy.yaml", DENY_REMOTE))
+        .build()
+        .expect("mesh");
+    assert_eq!(mesh.num_trusted_proxies(), trusted);
+    let proxy = Proxy::with_mesh(mesh)
+        .listen(loopback())
+        .mode(Mode::Inbound { app: app.addr() });
+    start(proxy).await
+}
+
+#[tokio::test]
+async fn num_trusted_proxies_decides_the_client_for_remote_ip_blocks() {
+    let app = Backend::start("app", &[]);
+    // One trusted hop: the rightmost x-forwarded-for entry is the client.
+    let (one, _t1) = inbound(&app, 1).await;
+    let denied = get(
+        addr(&one),
+        &[("x-forwarded-for", "198.51.100.1, 203.0.113.7")],
+    )
+    .await;
+    assert_eq!(denied.status, 403);
+    let allowed = get(
+        addr(&one),
+        &[("x-forwarded-for", "203.0.113.7, 198.51.100.1")],
+    )
+    .await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.backend(), Some("app"));
+    assert_eq!(
+        allowed.echo().header("x-forwarded-for"),
+        Some("203.0.113.7, 198.51.100.1,127.0.0.1")
+    );
+    // Two trusted hops reach one further left.
+    let (two, _t2) = inbound(&app, 2).await;
+    let denied = get(
+        addr(&two),
+        &[("x-forwarded-for", "203.0.113.7, 198.51.100.1")],
+    )
+    .await;
+    assert_eq!(denied.status, 403);
+    // No trusted hop (the default): the direct peer, 127.0.0.1, whatever the header says.
+    let (zero, _t0) = inbound(&app, 0).await;
+    let allowed = get(addr(&zero), &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(app.hits(), 2);
+}
+
+/// A server that accepts an HTTP/1.1 upgrade to `echo` and then echoes bytes back.
+async fn upgrade_echo_backend() -> SocketAddr {
+    let listener = TcpListener::bind(loopback()).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                    let wants = req
+                        .headers()
+                        .get("upgrade")
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+                    if !wants {
+                        let resp = Response::builder()
+                            .status(StatusCode::BAD_REQUEST)
+                            .body(body::empty())
+                            .expect("response");
+                        return Ok::<Response<MeshBody>, hyper::Error>(resp);
+                    }
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = on.await {
+                            let mut io = TokioIo::new(upgraded);
+                            let mut buf = [0u8; 1024];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    Ok(Response::builder()
+                        .status(StatusCode::SWITCHING_PROTOCOLS)
+                        .header("upgrade", "websocket")
+                        .header("connection", "upgrade")
+                        .body(body::empty())
+                        .expect("response"))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads an HTTP/1.1 response head from `tcp` (byte by byte: nothing after it is consumed).
+async fn read_head(tcp: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tcp.read_u8().await.expect("a response head");
+        head.push(byte);
+        assert!(head.len() < 16 * 1024, "response head too long");
+    }
+    String::from_utf8(head).expect("ascii head")
+}
+
+#[tokio::test]
+async fn websocket_upgrade_echoes_through_the_proxy() {
+    let backend = upgrade_echo_backend().await;
+    let mesh = Mesh::builder()
+        .config(ConfigSource::yaml(
+            "ws.yaml",
+            config(backend.port(), backend.port(), 100),
+        ))
+        .build()
+        .expect("mesh");
+    let (handle, _task) = start(Proxy::with_mesh(mesh).listen(loopback())).await;
+    let mut tcp = TcpStream::connect(addr(&handle)).await.expect("connect");
+    tcp.write_all(
+        b"GET /chat HTTP/1.1\r\nhost: my-app\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = read_head(&mut tcp).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"hello"[..], b"through the mesh"] {
+        tcp.write_all(msg).await.expect("write");
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut got))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        assert_eq!(got, msg);
+    }
+    // A plain request to the same backend is not an upgrade and is answered normally.
+    let reply = get(addr(&handle), &[("host", "my-app")]).await;
+    assert_eq!(reply.status, 400);
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_refuses_new_connections_and_resolves() {
+    let s = setup(100);
+    let (handle, task) = start(
+        Proxy::new(s.dir.path())
+            .listen(loopback())
+            .drain_timeout(Duration::from_secs(20)),
+    )
+    .await;
+    let proxy = addr(&handle);
+    s.v1.set_stall(true);
+    let in_flight = tokio::spawn(async move { get(proxy, &[("host", "my-app")]).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.v1.in_flight() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.shutdown();
+    // New connections are refused once the listener is closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(proxy).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !task.is_finished(),
+        "resolved before the in-flight request finished"
+    );
+    s.v1.set_stall(false);
+    let reply = in_flight.await.expect("the request task");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.backend(), Some("v1"));
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("serve resolves after the drain")
+        .expect("serve task");
+}
+
+#[tokio::test]
+async fn a_bad_reload_keeps_the_old_config_and_a_good_one_applies() {
+    let s = setup(100);
+    let (handle, _task) = start(
+        Proxy::new(s.dir.path())
+            .listen(loopback())
+            .watch(Some(Duration::from_millis(50))),
+    )
+    .await;
+    let proxy = addr(&handle);
+    assert_eq!(
+        get(proxy, &[("host", "my-app")]).await.backend(),
+        Some("v1")
+    );
+    // A negative weight: validation rejects the whole directory.
+    let bad = config(s.v1.port(), s.v2.port(), 0).replace("weight: 100", "weight: -100");
+    write(s.dir.path(), "mesh.yaml", &bad);
+    assert!(handle.mesh().reload().await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..10 {
+        assert_eq!(
+            get(proxy, &[("host", "my-app")]).await.backend(),
+            Some("v1")
+        );
+    }
+    // A valid change is picked up by the watcher on its own.
+    write(
+        s.dir.path(),
+        "mesh.yaml",
+        &config(s.v1.port(), s.v2.port(), 0),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if get(proxy, &[("host", "my-app")]).await.backend() == Some("v2") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reload never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_and_drains_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+
+    let s = setup(100);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tower-mesh"))
+        .arg("proxy")
+        .arg("--config")
+        .arg(s.dir.path())
+        .args(["--listen", "127.0.0.1:0", "--drain-seconds", "5"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run tower-mesh proxy");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the proxy starts in time")
+        .expect("read stdout")
+        .expect("a listening line");
+    let proxy: SocketAddr = line
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let reply = get(proxy, &[("host", "my-app")]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.backend(), Some("v1"));
+    let pid = child.id().expect("a pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the proxy exits after SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "exit status {status}");
+}
