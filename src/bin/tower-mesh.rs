@@ -149,10 +149,14 @@ async fn proxy(args: ProxyArgs) -> Result<(), tower_mesh::proxy::ProxyError> {
         println!("tower-mesh proxy: listening on {addr}");
     }
     if let Some(admin) = args.admin {
-        // TODO(lead): serve `tower_mesh::admin::router(handle.mesh().clone(), registry)` on
-        // `admin` (axum::serve on a TcpListener, with the same shutdown signal) once the admin
-        // helper's module lands; the registry goes to the mesh through
-        // `Proxy::configure(|b| b.metrics(&mut registry))`.
+        // TODO(lead): serve the admin endpoint once `tower_mesh::admin` (wt-admin) is merged:
+        //     let registry = Arc::new(Mutex::new(Registry::default()));
+        //     // before `bind`: builder.configure({ let r = registry.clone();
+        //     //     move |b| b.metrics(&mut r.lock().unwrap_or_else(PoisonError::into_inner)) })
+        //     let app = tower_mesh::admin::router(handle.mesh().clone(), registry);
+        //     let listener = tokio::net::TcpListener::bind(admin).await?;
+        //     tokio::spawn(axum::serve(listener, app)
+        //         .with_graceful_shutdown(/* the same shutdown signal */).into_future());
         eprintln!("warning: --admin {admin}: the admin endpoint is not in this build yet");
     }
     let signals = handle.clone();

@@ -19,6 +19,20 @@
 //!    connections byte for byte;
 //! 5. streams both bodies (nothing is buffered here; the client's retry replay has its own
 //!    cap), and answers an error of the inner service as Envoy would ([`Error::to_response`]).
+//!
+//! A sidecar's outbound listener is the mesh's server with a `Forward` over its client:
+//!
+//! ```no_run
+//! # async fn run(mesh: tower_mesh::Mesh) -> std::io::Result<()> {
+//! use tower_mesh::proxy::Forward;
+//! use tower_mesh::server::Server;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:15001").await?;
+//! Server::standalone()
+//!     .serve_with_shutdown(listener, Forward::new(&mesh), std::future::pending())
+//!     .await
+//! # }
+//! ```
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -265,6 +279,8 @@ impl<S> Forward<S> {
     }
 }
 
+type BoxSend<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 /// The future of [`Forward`].
 pub type ForwardFuture =
     Pin<Box<dyn Future<Output = Result<Response<MeshBody>, Infallible>> + Send + 'static>>;
@@ -309,7 +325,7 @@ where
         let req = Request::from_parts(parts, body::boxed(body));
         // Boxed here, not inside the async block: rustc cannot prove `S::Future: Send` for
         // every lifetime of `MeshBody`'s `dyn Error` there (a known higher-ranked bug).
-        let sent: Pin<Box<dyn Future<Output = Result<Response<MeshBody>, S::Error>> + Send>> =
+        let sent: BoxSend<Result<Response<MeshBody>, S::Error>> =
             Box::pin(self.inner.clone().oneshot(req));
         Box::pin(async move {
             let mut resp = match sent.await {

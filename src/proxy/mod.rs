@@ -16,7 +16,8 @@
 //!   traffic with the workload's PeerAuthentication (mutual TLS, `PERMISSIVE`), applies
 //!   RequestAuthentication and AuthorizationPolicy ([`Mesh::inbound`]) and forwards to the
 //!   local application ([`LocalApp`]).
-//! - **ingress gateway**: [`gateway`]. Not selectable here yet (see the `TODO(lead)` below).
+//! - **ingress gateway**: [`gateway`]. Not selectable here yet (a `TODO(lead)` in
+//!   [`BoundProxy::serve`] says how it joins).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), tower_mesh::proxy::ProxyError> {
@@ -414,12 +415,18 @@ impl BoundProxy {
                 }
             }
         }
-        // TODO(lead): `Mode::Gateway` joins here once `gateway::IngressGateway` lands:
-        //     let gw = gateway::IngressGateway::new(&mesh).map_err(ProxyError::Mesh)?;
-        //     // bind one listener per `gw.ports()` (the listen addresses' IP, each port),
-        //     tasks.spawn(gw.serve(listeners, Forward::new(&mesh), stopped(..)));
-        //   with `Forward::new(&mesh)` as the HTTP forwarder and the `ClientAddr` it decides
-        //   (gateways are Envoy's `use_remote_address: true` edge, which `Forward` follows).
+        // TODO(lead): a `Mode::Gateway` arm, once `gateway::IngressGateway` (wt-gateway) is
+        // merged. `bind` would then, for that mode, build the gateway before binding and bind
+        // one listener per Gateway server port on each listen address's IP:
+        //     let gw = gateway::IngressGateway::new(&mesh).map_err(ProxyError::Mesh)?
+        //         .server(limits.apply(Server::standalone(), drain))
+        //         .shutdown_grace(drain);
+        //     for port in gw.ports() { /* TcpListener::bind((ip, port)) → (port, listener) */ }
+        // and `serve` spawns, with `Forward::new(&mesh)` as the HTTP forwarder (it decides the
+        // `ClientAddr` and x-forwarded-* as Envoy's `use_remote_address: true` edge does):
+        //     tasks.spawn(gw.serve(port_listeners, Forward::new(&mesh), stopped(rx)));
+        // The binary then maps `--mode gateway` to it (and needs `--labels` for the
+        // Gateways' `selector`).
         let mut result = Ok(());
         while let Some(joined) = tasks.join_next().await {
             match joined {

@@ -524,3 +524,102 @@ async fn the_binary_serves_and_drains_on_sigterm() {
         .expect("wait");
     assert!(status.success(), "exit status {status}");
 }
+
+/// A request body fed chunk by chunk from a channel (ends when the sender is dropped).
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways_through_the_proxy() {
+    use http_body_util::BodyExt;
+
+    // The backend answers once the first request chunk arrived, with the rest of the request
+    // body as its response body: a proxy that buffered either body would deadlock here.
+    let handler: Handler = Arc::new(|req: Request<Incoming>| {
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let first = body.frame().await.and_then(Result::ok);
+            let first = first.and_then(|f| f.into_data().ok()).unwrap_or_default();
+            Response::builder()
+                .header("x-first", String::from_utf8_lossy(&first).as_ref())
+                .body(body::boxed(body))
+                .expect("response")
+        })
+    });
+    let backend = Backend::start_with("stream", Protocols::Auto, handler);
+    let mesh = Mesh::builder()
+        .config(ConfigSource::yaml(
+            "stream.yaml",
+            config(backend.port(), backend.port(), 100),
+        ))
+        .build()
+        .expect("mesh");
+    let (handle, _task) = start(Proxy::with_mesh(mesh).listen(loopback())).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = Request::post("/upload")
+        .header("host", "my-app")
+        .body(body::boxed(ChannelBody(rx)))
+        .expect("request");
+    let mut c = Client::http1(addr(&handle)).await.expect("connect");
+    tx.send(bytes::Bytes::from_static(b"one"))
+        .await
+        .expect("send");
+    let within = Duration::from_secs(10);
+    let resp = tokio::time::timeout(within, c.send(req))
+        .await
+        .expect("response headers before the request body ended")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("x-first").map(|v| v.as_bytes()),
+        Some(&b"one"[..])
+    );
+    let mut body = resp.into_body();
+    for chunk in ["two", "three"] {
+        tx.send(bytes::Bytes::from(chunk)).await.expect("send");
+        let frame = tokio::time::timeout(within, body.frame())
+            .await
+            .expect("the chunk comes back before the body ends")
+            .expect("a frame")
+            .expect("a data frame");
+        assert_eq!(frame.into_data().ok().as_deref(), Some(chunk.as_bytes()));
+    }
+    drop(tx);
+    let rest = tokio::time::timeout(within, body.collect())
+        .await
+        .expect("the body ends")
+        .expect("collect");
+    assert!(rest.to_bytes().is_empty());
+}
+
+#[tokio::test]
+async fn header_limits_apply_to_the_proxy_listener() {
+    let s = setup(100);
+    let (handle, _task) = start(
+        Proxy::new(s.dir.path())
+            .listen(loopback())
+            .watch(None)
+            .max_headers(10),
+    )
+    .await;
+    let many: Vec<(String, &str)> = (0..20).map(|i| (format!("x-h{i}"), "v")).collect();
+    let mut headers: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    headers.push(("host", "my-app"));
+    let reply = get(addr(&handle), &headers).await;
+    assert_eq!(reply.status, 431);
+    assert_eq!(s.v1.hits(), 0);
+    assert_eq!(get(addr(&handle), &[("host", "my-app")]).await.status, 200);
+}
