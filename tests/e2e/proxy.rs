@@ -623,3 +623,100 @@ async fn header_limits_apply_to_the_proxy_listener() {
     assert_eq!(s.v1.hits(), 0);
     assert_eq!(get(addr(&handle), &[("host", "my-app")]).await.status, 200);
 }
+
+const STRICT_ALLOW_CLIENT: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: default}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-client, namespace: default}
+spec:
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]
+"#;
+
+fn workload_identity(ca: &tower_mesh::tls::DevCa, sa: &str) -> tower_mesh::tls::IdentityManager {
+    let id = tower_mesh::tls::SpiffeId::istio("cluster.local", "default", sa).expect("an id");
+    let cert = ca.issue(&id, Duration::from_secs(3600)).expect("issue");
+    tower_mesh::tls::IdentityManager::from_identity(cert.identity().expect("identity"))
+        .expect("manager")
+}
+
+/// A client workload whose mesh knows `server` at the inbound proxy's address.
+fn client_of(proxy: SocketAddr, identity: Option<tower_mesh::tls::IdentityManager>) -> Mesh {
+    let se = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: server, namespace: default}}\nspec:\n  hosts: [server.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints:\n  - address: 127.0.0.1\n    ports: {{http: {}}}\n    serviceAccount: server\n    labels: {{app: server, security.istio.io/tlsMode: istio}}\n",
+        proxy.port()
+    );
+    let mut builder = Mesh::builder()
+        .namespace("default")
+        .labels([("app", "client")])
+        .config(ConfigSource::yaml("client.yaml", se));
+    if let Some(id) = identity {
+        builder = builder.identity(id);
+    }
+    builder.build().expect("client mesh")
+}
+
+async fn call_server(client: &Mesh) -> (StatusCode, Option<crate::support::Echo>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let req = Request::get("http://server/who")
+        .body(body::empty())
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.client().oneshot(req))
+        .await
+        .expect("the call hung")
+        .expect("infallible");
+    let status = resp.status();
+    let from_app = resp.headers().contains_key("x-backend");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        from_app.then(|| crate::support::Echo::parse(&bytes)),
+    )
+}
+
+#[tokio::test]
+async fn inbound_mode_terminates_mutual_tls_and_enforces_policy_before_the_app() {
+    let ca = tower_mesh::tls::DevCa::new("cluster.local").expect("a CA");
+    let app = Backend::start("app", &[]);
+    let mesh = Mesh::builder()
+        .namespace("default")
+        .labels([("app", "server")])
+        .identity(workload_identity(&ca, "server"))
+        .config(ConfigSource::yaml("policy.yaml", STRICT_ALLOW_CLIENT))
+        .build()
+        .expect("server mesh");
+    let (handle, _task) = start(
+        Proxy::with_mesh(mesh)
+            .listen(loopback())
+            .mode(Mode::Inbound { app: app.addr() }),
+    )
+    .await;
+    let proxy = addr(&handle);
+
+    let client = client_of(proxy, Some(workload_identity(&ca, "client")));
+    let (status, echo) = call_server(&client).await;
+    assert_eq!(status, 200);
+    let echo = echo.expect("the app answered");
+    assert_eq!(echo.path, "/who");
+    assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(echo.header("x-forwarded-for"), Some("127.0.0.1"));
+
+    // Another identity passes mutual TLS but not the AuthorizationPolicy.
+    let other = client_of(proxy, Some(workload_identity(&ca, "other")));
+    assert_eq!(call_server(&other).await, (StatusCode::FORBIDDEN, None));
+    // No identity: STRICT refuses the plaintext connection.
+    let anonymous = client_of(proxy, None);
+    let (status, echo) = call_server(&anonymous).await;
+    assert!(status.is_server_error(), "{status}");
+    assert!(echo.is_none());
+    assert_eq!(app.hits(), 1);
+}
