@@ -335,8 +335,7 @@ fn policies_json(snapshot: &Snapshot) -> Value {
     };
     let selected = security.peer.selected();
     let peer_source = |s: &Option<std::sync::Arc<str>>| {
-        s.as_deref()
-            .map(|k| source_of(Kind::PeerAuthentication, k))
+        s.as_deref().map(|k| source_of(Kind::PeerAuthentication, k))
     };
     json!({
         "peer_authentication": {
@@ -419,7 +418,10 @@ spec:
         let dump = config_dump_json(&mesh());
         assert_eq!(dump["version"], 1);
         assert_eq!(dump["status"], "serving version 1");
-        let vhosts = dump["virtual_hosts"].as_array().cloned().unwrap_or_default();
+        let vhosts = dump["virtual_hosts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let Some(vh) = vhosts
             .iter()
             .find(|v| v["host"] == "my-app.default.svc.cluster.local")

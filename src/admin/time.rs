@@ -56,7 +56,10 @@ mod tests {
         assert_eq!(rfc3339(t), "2000-02-29T12:34:56.789Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_991_033);
         assert_eq!(rfc3339(t), "2026-11-29T22:23:53.000Z");
-        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

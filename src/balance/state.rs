@@ -289,7 +289,12 @@ impl LbState {
     pub fn latency_ewma(&self, addr: SocketAddr) -> Option<std::time::Duration> {
         let t = self.topology.load();
         let i = *t.as_ref()?.index.get(&addr)?;
-        let nanos = t.as_ref()?.in_flight.get(i)?.ewma_nanos.load(Ordering::Relaxed);
+        let nanos = t
+            .as_ref()?
+            .in_flight
+            .get(i)?
+            .ewma_nanos
+            .load(Ordering::Relaxed);
         (nanos > 0).then(|| std::time::Duration::from_nanos(nanos))
     }
 

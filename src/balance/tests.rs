@@ -690,7 +690,10 @@ fn latency_ewma_follows_guard_lifetimes_and_survives_set_changes() {
     let Some(second) = st.latency_ewma(e[0].addr) else {
         panic!("estimate lost")
     };
-    assert!(second < first && second > first / 2, "{first:?} → {second:?}");
+    assert!(
+        second < first && second > first / 2,
+        "{first:?} → {second:?}"
+    );
     // The other endpoint has none; a new set keeping the address keeps the estimate.
     assert_eq!(st.latency_ewma(e[1].addr), None);
     let e2: Arc<[Endpoint]> = vec![Endpoint::new(addr(9)), e[0].clone()].into();
