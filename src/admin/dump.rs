@@ -236,7 +236,11 @@ fn cluster_json(c: &Cluster) -> Value {
         "host": &*key.host,
         "subset": key.subset.as_deref(),
         "port": key.port,
-        "protocol": format!("{:?}", c.protocol_for(http::Version::HTTP_11)),
+        "protocol": match c.protocol_for(http::Version::HTTP_11) {
+            crate::pool::UpstreamProtocol::Http1 => "HTTP/1.1",
+            crate::pool::UpstreamProtocol::Http2 => "HTTP/2",
+            crate::pool::UpstreamProtocol::Alpn => "ALPN (h2 or HTTP/1.1)",
+        },
         "source": c.provenance().map(|p| provenance(p)),
         "load_balancer": lb_json(policy.load_balancer.as_ref()),
         "connection_pool": pool_json(policy.connection_pool.as_ref()),
@@ -248,7 +252,11 @@ fn cluster_json(c: &Cluster) -> Value {
         },
         "outlier_detection": policy.outlier_detection.as_ref().map(outlier_json),
         "tls": policy.tls.as_ref().map(tls_json),
-        "retry_budget": policy.retry_budget.as_ref().map(|b| format!("{b:?}")),
+        "retry_budget": policy.retry_budget.as_ref().map(|b| json!({
+            "percent": b.percent,
+            "min_retry_concurrency": b.min_retry_concurrency,
+            "budget_interval_ms": b.budget_interval.map(millis),
+        })),
     })
 }
 
@@ -258,7 +266,25 @@ fn lb_json(lb: Option<&LoadBalancerSettings>) -> Value {
     };
     match &lb.lb_policy {
         Some(LbPolicy::Simple(s)) => json!({"simple": s.as_str()}),
-        Some(LbPolicy::ConsistentHash(h)) => json!({"consistent_hash": format!("{h:?}")}),
+        Some(LbPolicy::ConsistentHash(h)) => {
+            use crate::config::destination_rule::{HashAlgorithm, HashKey};
+            let key = match &h.hash_key {
+                Some(HashKey::HttpHeaderName(n)) => json!({"http_header_name": n}),
+                Some(HashKey::HttpCookie(c)) => {
+                    json!({"http_cookie": {"name": c.name, "path": c.path}})
+                }
+                Some(HashKey::UseSourceIp(b)) => json!({"use_source_ip": b}),
+                Some(HashKey::HttpQueryParameterName(n)) => {
+                    json!({"http_query_parameter_name": n})
+                }
+                None => Value::Null,
+            };
+            let table = match &h.hash_algorithm {
+                Some(HashAlgorithm::Maglev(_)) => "maglev",
+                Some(HashAlgorithm::RingHash(_)) | None => "ring_hash",
+            };
+            json!({"consistent_hash": {"key": key, "table": table}})
+        }
         Some(LbPolicy::BackendUtilization(_)) => json!({"backend_utilization": true}),
         None => json!({"simple": "LEAST_REQUEST", "default": true}),
     }
