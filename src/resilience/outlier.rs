@@ -786,7 +786,8 @@ mod tests {
         assert_eq!(d.ejected_until(&a, t0), None);
         let at = t0 + secs(1);
         let _ = record_n(&d, a, status(500), 5, &od, &e, at);
-        let until = t0 + secs(40);
+        // Sweeps every 10 s from the first call (`at`): back at the first one after 30 s.
+        let until = at + secs(30);
         assert_eq!(d.ejected_until(&a, at), Some(until));
         assert_eq!(d.ejected_until(&addr(2), at), None, "another endpoint");
         assert_eq!(d.ejected_until(&a, until), None, "returned");
