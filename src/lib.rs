@@ -31,6 +31,8 @@
 //! assert!(matches!(set.resources[0].spec, Spec::VirtualService(_)));
 //! ```
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod authn;
 pub mod authz;
 pub mod balance;

@@ -244,7 +244,47 @@ pub struct ReloadSummary {
     pub took: Duration,
 }
 
+/// What the mesh is serving and how its last reload went ([`Mesh::reload_status`]): what an
+/// admin endpoint shows, e.g. "serving version 1, last reload failed: …".
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    /// The version of the snapshot serving.
+    pub serving: u64,
+    /// When that snapshot started serving (the build, or the reload that published it).
+    pub serving_since: std::time::SystemTime,
+    /// The last reload attempted, if any since the mesh was built.
+    pub last: Option<LastReload>,
+}
+
+/// One reload attempt ([`ReloadStatus::last`]).
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    /// When it finished.
+    pub at: std::time::SystemTime,
+    /// What came of it.
+    pub outcome: ReloadOutcome,
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone)]
+pub enum ReloadOutcome {
+    /// A new snapshot is serving.
+    Ok {
+        /// Its version.
+        version: u64,
+    },
+    /// The config was refused; the previous snapshot keeps serving.
+    Failed {
+        /// The first errors, one per line.
+        message: Arc<str>,
+        /// Every error.
+        errors: Arc<[ValidationError]>,
+    },
+}
+
 pub(crate) struct MeshInner {
+    /// The last reload's outcome (a short sync lock, never held across `.await`).
+    reload_status: Mutex<ReloadStatus>,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) settings: Arc<MeshSettings>,
     pub(crate) endpoints: EndpointRegistry,
@@ -330,6 +370,29 @@ impl Mesh {
     /// loses the oldest (`RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<MeshEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// The version serving and the outcome of the last reload (for admin endpoints).
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.inner
+            .reload_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_reload_status(&self, outcome: ReloadOutcome) {
+        let now = std::time::SystemTime::now();
+        let mut status = self
+            .inner
+            .reload_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let ReloadOutcome::Ok { version } = outcome {
+            status.serving = version;
+            status.serving_since = now;
+        }
+        status.last = Some(LastReload { at: now, outcome });
     }
 
     /// Reads the config sources again and, if they are valid, publishes the new snapshot.
@@ -418,6 +481,7 @@ impl Mesh {
                     m.serving(version, resources);
                     m.reloaded(true);
                 }
+                self.set_reload_status(ReloadOutcome::Ok { version });
                 let _ = inner.events.send(MeshEvent::Reloaded {
                     version,
                     resources,
@@ -443,10 +507,15 @@ impl Mesh {
                 if let Some(m) = &inner.metrics {
                     m.reloaded(false);
                 }
+                let errors_shared: Arc<[ValidationError]> = errors.clone().into();
+                self.set_reload_status(ReloadOutcome::Failed {
+                    message: message.clone(),
+                    errors: errors_shared.clone(),
+                });
                 let _ = inner.events.send(MeshEvent::ReloadFailed {
                     serving,
                     message,
-                    errors: errors.clone().into(),
+                    errors: errors_shared,
                 });
                 Err(Error::Config(errors))
             }
@@ -924,6 +993,11 @@ impl MeshBuilder {
         }
         let mesh = Mesh {
             inner: Arc::new(MeshInner {
+                reload_status: Mutex::new(ReloadStatus {
+                    serving: 1,
+                    serving_since: std::time::SystemTime::now(),
+                    last: None,
+                }),
                 snapshot: ArcSwap::from_pointee(snapshot),
                 settings,
                 endpoints,

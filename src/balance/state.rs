@@ -68,7 +68,7 @@ pub(crate) struct Topology {
     pub(crate) endpoints: Arc<[Endpoint]>,
     pub(crate) key: TopologyKey,
     pub(crate) index: HashMap<SocketAddr, usize>,
-    pub(crate) in_flight: Vec<Arc<AtomicU32>>,
+    pub(crate) in_flight: Vec<Arc<EndpointLoad>>,
     /// When each endpoint joined; `None` for endpoints of the first set the state saw (they
     /// were there before us: no slow start).
     pub(crate) first_seen: Vec<Option<Instant>>,
@@ -170,7 +170,7 @@ impl Topology {
     pub(crate) fn load(&self, i: usize) -> u32 {
         self.in_flight
             .get(i)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+            .map_or(0, |c| c.in_flight.load(Ordering::Relaxed))
     }
 }
 
@@ -274,10 +274,28 @@ impl LbState {
             let i = *t.index.get(&addr)?;
             t.in_flight.get(i).cloned()
         });
-        if let Some(c) = &counter {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        let counter = counter.map(|c| {
+            c.in_flight.fetch_add(1, Ordering::Relaxed);
+            (c, Instant::now())
+        });
         InFlightGuard { counter }
+    }
+
+    /// The latency estimate of `addr`: an exponentially weighted moving average (α = 1/8, as
+    /// TCP's smoothed RTT) of the lifetimes of its [`InFlightGuard`]s, i.e. from the pick to
+    /// the end of the response body. `None` before the first response or for an address the
+    /// state does not know. Carried across endpoint-set changes by address, like the
+    /// in-flight counters.
+    pub fn latency_ewma(&self, addr: SocketAddr) -> Option<std::time::Duration> {
+        let t = self.topology.load();
+        let i = *t.as_ref()?.index.get(&addr)?;
+        let nanos = t
+            .as_ref()?
+            .in_flight
+            .get(i)?
+            .ewma_nanos
+            .load(Ordering::Relaxed);
+        (nanos > 0).then(|| std::time::Duration::from_nanos(nanos))
     }
 
     /// Requests in flight to `addr` (guards alive).
@@ -347,13 +365,41 @@ impl TopologyRef {
 #[derive(Debug)]
 #[must_use = "the request counts as in flight only while the guard lives"]
 pub struct InFlightGuard {
-    counter: Option<Arc<AtomicU32>>,
+    /// The endpoint's counters and when the request started.
+    counter: Option<(Arc<EndpointLoad>, Instant)>,
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if let Some(c) = &self.counter {
-            c.fetch_sub(1, Ordering::Relaxed);
+        if let Some((c, started)) = &self.counter {
+            c.in_flight.fetch_sub(1, Ordering::Relaxed);
+            c.record_latency(started.elapsed());
         }
+    }
+}
+
+/// One endpoint's live load: requests in flight (LEAST_REQUEST compares them) and a latency
+/// estimate (for admin views, [`LbState::latency_ewma`]).
+#[derive(Debug, Default)]
+pub(crate) struct EndpointLoad {
+    pub(crate) in_flight: AtomicU32,
+    /// EWMA of request lifetimes in nanoseconds; 0 = no sample yet.
+    ewma_nanos: AtomicU64,
+}
+
+impl EndpointLoad {
+    /// Folds one sample into the EWMA (α = 1/8; the first sample is taken as is). Racing
+    /// updates may lose a sample, never corrupt the value: an estimate, not an account.
+    fn record_latency(&self, sample: std::time::Duration) {
+        let sample = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let old = self.ewma_nanos.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            // old + (sample - old) / 8, in signed arithmetic.
+            let delta = (i128::from(sample) - i128::from(old)) / 8;
+            u64::try_from(i128::from(old) + delta).unwrap_or(old).max(1)
+        };
+        self.ewma_nanos.store(new, Ordering::Relaxed);
     }
 }

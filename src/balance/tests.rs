@@ -669,3 +669,34 @@ fn retry_remote_localities_moves_a_retry_to_the_next_locality() {
     let ctx = PickContext::new(Instant::now()).tried_remote(&all);
     assert!(matches!(b.pick(&st, &e, &ctx), Pick::Endpoint { .. }));
 }
+
+#[test]
+fn latency_ewma_follows_guard_lifetimes_and_survives_set_changes() {
+    let now = Instant::now();
+    let b = Balancer::new(None);
+    let st = LbState::with_seed(1);
+    let e = eps(&[1, 1]);
+    let _ = b.pick(&st, &e, &PickContext::new(now));
+    assert_eq!(st.latency_ewma(e[0].addr), None, "no sample yet");
+    let g = st.start(e[0].addr);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    drop(g);
+    let Some(first) = st.latency_ewma(e[0].addr) else {
+        panic!("no estimate after a response")
+    };
+    assert!(first >= std::time::Duration::from_millis(20), "{first:?}");
+    // A fast response moves the average by 1/8 of the difference, not all the way.
+    drop(st.start(e[0].addr));
+    let Some(second) = st.latency_ewma(e[0].addr) else {
+        panic!("estimate lost")
+    };
+    assert!(
+        second < first && second > first / 2,
+        "{first:?} → {second:?}"
+    );
+    // The other endpoint has none; a new set keeping the address keeps the estimate.
+    assert_eq!(st.latency_ewma(e[1].addr), None);
+    let e2: Arc<[Endpoint]> = vec![Endpoint::new(addr(9)), e[0].clone()].into();
+    let _ = b.pick(&st, &e2, &PickContext::new(now));
+    assert_eq!(st.latency_ewma(e[0].addr), Some(second));
+}

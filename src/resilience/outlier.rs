@@ -422,6 +422,20 @@ impl OutlierDetector {
             .is_some_and(|h| h.returns_at.is_some_and(|r| now < r))
     }
 
+    /// Until when `addr` is ejected, if it is at `now` (it returns at the first sweep after
+    /// that instant). For admin views; takes the detector's short lock only when something
+    /// is ejected.
+    pub fn ejected_until(&self, addr: &SocketAddr, now: Instant) -> Option<Instant> {
+        if self.ejected.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.lock()
+            .hosts
+            .get(addr)
+            .and_then(|h| h.returns_at)
+            .filter(|r| now < *r)
+    }
+
     /// How many times `addr` has been ejected, minus the intervals it has since spent in
     /// service (Envoy's ejection-time multiplier).
     pub fn ejection_multiplier(&self, addr: &SocketAddr) -> u32 {
@@ -760,6 +774,23 @@ mod tests {
             Outcome::of_error(&Error::Timeout { timeout: secs(1) }),
             Some(Outcome::LocalOrigin(LocalFailure::Timeout))
         );
+    }
+
+    #[test]
+    fn ejected_until_reports_the_return_time_only_while_ejected() {
+        let d = OutlierDetector::new();
+        let od = OutlierDetection::default();
+        let e = eps(3);
+        let t0 = Instant::now();
+        let a = addr(1);
+        assert_eq!(d.ejected_until(&a, t0), None);
+        let at = t0 + secs(1);
+        let _ = record_n(&d, a, status(500), 5, &od, &e, at);
+        // Sweeps every 10 s from the first call (`at`): back at the first one after 30 s.
+        let until = at + secs(30);
+        assert_eq!(d.ejected_until(&a, at), Some(until));
+        assert_eq!(d.ejected_until(&addr(2), at), None, "another endpoint");
+        assert_eq!(d.ejected_until(&a, until), None, "returned");
     }
 
     #[test]

@@ -214,6 +214,8 @@ pub struct Snapshot {
     resources: usize,
     regexes: usize,
     security: Arc<crate::inbound::Security>,
+    /// Every resource compiled, in config order (for config dumps).
+    sources: Arc<[Arc<Provenance>]>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -446,6 +448,11 @@ impl Snapshot {
                 resources,
                 regexes: cache.len(),
                 security: Arc::default(),
+                sources: set
+                    .resources
+                    .iter()
+                    .map(|r| Arc::new(Provenance::of(r)))
+                    .collect(),
             },
             warnings,
         }
@@ -474,6 +481,12 @@ impl Snapshot {
     /// The number of resources compiled.
     pub fn resources(&self) -> usize {
         self.resources
+    }
+
+    /// Every resource this snapshot was compiled from (kind, `namespace/name`, file and
+    /// line), in config order: what an admin `/config_dump` lists as the sources.
+    pub fn sources(&self) -> &[Arc<Provenance>] {
+        &self.sources
     }
 
     /// The number of distinct regexes compiled (identical patterns are shared).

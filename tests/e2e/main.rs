@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin;
 mod backends;
 mod grpc;
 mod mesh_grpc;
