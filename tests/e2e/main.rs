@@ -13,3 +13,4 @@ mod resilience;
 mod routing;
 mod security;
 mod server;
+mod telemetry;
