@@ -383,3 +383,48 @@ async fn the_access_log_line_is_written_when_the_response_ends() {
     );
     assert!(line.starts_with('['), "{line}");
 }
+
+// ---- event counters -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_ejection_is_counted_from_the_mesh_event_stream() {
+    let bad = Backend::start("bad", &[]);
+    let good = Backend::start("good", &[]);
+    bad.fail_pattern(1, 1, 503);
+    let mut sources = config(&bad, None);
+    sources[0] = ConfigSource::yaml(
+        "se.yaml",
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: my-app, namespace: default}}\nspec:\n  hosts: [my-app.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
+            bad.port(),
+            good.port()
+        ),
+    );
+    sources.push(ConfigSource::yaml(
+        "dr.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: my-app, namespace: default}\nspec:\n  host: my-app.default.svc.cluster.local\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 1, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}}\n",
+    ));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mesh = mesh(sources, &mut registry);
+    let client = client(&mesh);
+    // Round robin reaches the failing endpoint within two requests; one 5xx ejects it.
+    let mut saw_503 = false;
+    for _ in 0..4 {
+        let (status, _, _) = send(client.clone(), get("/e", &[])).await;
+        saw_503 |= status == StatusCode::SERVICE_UNAVAILABLE;
+    }
+    assert!(saw_503, "the failing endpoint answered");
+    let line = "tower_mesh_outlier_ejections_total{cluster=\"outbound|80||my-app.default.svc.cluster.local\",reason=\"CONSECUTIVE_5XX\"} 1";
+    // The counter task runs beside the requests: wait for it (generously).
+    let mut text = String::new();
+    for _ in 0..200 {
+        text.clear();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        if text.contains(line) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(text.contains(line), "missing {line:?} in\n{text}");
+    assert!(text.contains("tower_mesh_events_missed_total 0"), "{text}");
+}
