@@ -200,9 +200,9 @@ impl Entry {
                 .and_then(RouteDecision::route_name)
                 .filter(|n| !n.is_empty())
                 .map(str::to_string),
-            upstream_cluster: decision.and_then(|d| match d.target() {
-                Target::Cluster(c) => Some(c.key().to_string()),
-                Target::Passthrough { .. } => Some("PassthroughCluster".to_string()),
+            upstream_cluster: decision.map(|d| match d.target() {
+                Target::Cluster(c) => c.key().to_string(),
+                Target::Passthrough { .. } => "PassthroughCluster".to_string(),
             }),
             ..Entry::default()
         }

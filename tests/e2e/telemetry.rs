@@ -67,11 +67,10 @@ fn client(mesh: &Mesh) -> Client {
         .layer(OutboundMetricsLayer::new(mesh))
         .layer(FaultLayer::new(Some(11)))
         .service(Upstream::new(mesh));
-    let svc = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(TraceLayer::new())
         .layer(AccessLogLayer::new().format(AccessLogFormat::Envoy))
-        .service(RouteLayer::new(mesh.clone()).layer(below_router));
-    svc
+        .service(RouteLayer::new(mesh.clone()).layer(below_router))
 }
 
 fn get(path: &str, headers: &[(&str, &str)]) -> Request<MeshBody> {
