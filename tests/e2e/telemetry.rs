@@ -353,6 +353,13 @@ async fn the_access_log_line_is_written_when_the_response_ends() {
         &mut registry,
     );
     let client = client(&mesh);
+    // tracing caches each callsite's interest globally when the callsite is first hit; other
+    // tests hit the access log's callsite on other threads without a subscriber, and a
+    // registration racing with `set_default` can cache "never". One request registers the
+    // callsite for sure; recomputing the interest now includes this thread's subscriber.
+    let _ = send(client.clone(), get("/warm-up", &[])).await;
+    tracing::callsite::rebuild_interest_cache();
+    capture.0.lock().expect("lock").clear();
     let resp = client
         .clone()
         .oneshot(get(
