@@ -53,7 +53,6 @@ pub mod resilience;
 pub mod route;
 pub mod server;
 pub mod snapshot;
-#[cfg(feature = "metrics")]
 pub mod telemetry;
 pub mod tls;
 pub mod validate;

@@ -729,6 +729,8 @@ pub struct MeshBuilder {
     discovers: Vec<DiscoverStart>,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::MeshMetrics>,
+    #[cfg(feature = "metrics")]
+    event_counters: Option<crate::telemetry::events::EventCounters>,
 }
 
 /// Starts a `Discover` stream feeding the registry (deferred until `build`).
@@ -918,11 +920,19 @@ impl MeshBuilder {
     /// `tower_mesh_config_resources`, and Istio's standard request metrics
     /// (`istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`,
     /// `istio_response_bytes`), reported by [`Mesh::inbound`] with `reporter="destination"`
-    /// (see [`crate::telemetry`]; the outbound `reporter="source"` side comes with the proxy
-    /// work).
+    /// (see [`crate::telemetry`]; the outbound `reporter="source"` side is recorded by
+    /// [`OutboundMetricsLayer`](crate::telemetry::OutboundMetricsLayer)), and counters fed by
+    /// the [`MeshEvent`] stream: `tower_mesh_retries_refused_total{cluster,limit}`,
+    /// `tower_mesh_outlier_ejections_total{cluster,reason}`,
+    /// `tower_mesh_outlier_returns_total{cluster}`, `tower_mesh_identity_rotations_total`,
+    /// `tower_mesh_identity_reload_failures_total`, `tower_mesh_identity_expiry_warnings_total`,
+    /// `tower_mesh_config_watch_errors_total` and `tower_mesh_events_missed_total`. Those are
+    /// counted by a task that [`build`](Self::build) spawns, so build the mesh within a tokio
+    /// runtime for them to count.
     #[cfg(feature = "metrics")]
     pub fn metrics(mut self, registry: &mut prometheus_client::registry::Registry) -> Self {
         self.metrics = Some(crate::metrics::MeshMetrics::register(registry));
+        self.event_counters = Some(crate::telemetry::events::EventCounters::register(registry));
         self
     }
 
@@ -990,6 +1000,10 @@ impl MeshBuilder {
         #[cfg(feature = "metrics")]
         if let Some(m) = &self.metrics {
             m.serving(1, snapshot.resources());
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(counters) = self.event_counters {
+            counters.spawn(events.subscribe());
         }
         let mesh = Mesh {
             inner: Arc::new(MeshInner {

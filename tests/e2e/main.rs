@@ -15,3 +15,4 @@ mod resilience;
 mod routing;
 mod security;
 mod server;
+mod telemetry;

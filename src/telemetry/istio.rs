@@ -1,24 +1,5 @@
-//! Istio's standard request metrics (feature `metrics`), on the prometheus-client `Registry`
-//! given to [`MeshBuilder::metrics`](crate::MeshBuilder::metrics).
-//!
-//! Recorded by the inbound stack ([`Mesh::inbound`](crate::Mesh::inbound)) outermost, so
-//! requests that authentication or authorization answer (401, 403) are counted too, with
-//! `reporter="destination"`, as an Istio sidecar's inbound listener reports them:
-//!
-//! - `istio_requests_total` (counter);
-//! - `istio_request_duration_milliseconds` (histogram, Istio's default buckets), from the
-//!   request's arrival until its response body has ended;
-//! - `istio_request_bytes` (histogram; the request's `content-length`, 0 without one);
-//! - `istio_response_bytes` (histogram; the response body bytes sent).
-//!
-//! Labels: `reporter`, `source_workload` (`unknown`: Istio learns it by metadata exchange,
-//! which an in-process mesh does not do), `source_workload_namespace` and `source_principal`
-//! (from the peer's SPIFFE ID under mutual TLS, else `unknown`), `destination_service` (the
-//! request's host), `destination_service_name` (its first label), `destination_workload` (this
-//! workload's `app` label), `destination_workload_namespace`, `destination_principal` (this
-//! workload's SPIFFE ID), `request_protocol` (`http` / `grpc`), `response_code`,
-//! `response_flags` (Envoy's, `-` for none) and `connection_security_policy` (`mutual_tls` /
-//! `none`). A request is recorded once, when its response body ends or is dropped.
+//! Istio's four standard request metrics: their names, labels, default buckets, and the
+//! response body wrapper that records a request when its response ends.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -114,22 +95,50 @@ impl IstioMetrics {
         metrics
     }
 
-    fn record(&self, labels: &RequestLabels, millis: f64, request_bytes: u64, response_bytes: u64) {
-        self.requests.get_or_create(labels).inc();
-        self.duration.get_or_create(labels).observe(millis);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(request_bytes as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(response_bytes as f64);
+    /// The four series of one label set (looked up once; recording then touches only them).
+    pub(crate) fn series(&self, labels: &RequestLabels) -> Series {
+        Series {
+            requests: self.requests.get_or_create(labels).clone(),
+            duration: self.duration.get_or_create(labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(labels).clone(),
+        }
     }
+}
+
+/// The series of the four metrics for one label set: handles that update the registry's
+/// values (clones share them).
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+impl Series {
+    /// Records one request.
+    pub(crate) fn record(&self, millis: f64, request_bytes: u64, response_bytes: u64) {
+        self.requests.inc();
+        self.duration.observe(millis);
+        self.request_bytes.observe(request_bytes as f64);
+        self.response_bytes.observe(response_bytes as f64);
+    }
+}
+
+/// The request's `content-length` (0 without one or when it does not parse), as Istio's
+/// `istio_request_bytes` counts a request in this mesh.
+pub(crate) fn request_bytes(headers: &http::HeaderMap) -> u64 {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A request being measured: recorded once, when the response body it wraps ends or drops.
 pub(crate) struct Measured {
-    metrics: IstioMetrics,
-    labels: RequestLabels,
+    series: Arc<Series>,
     started: Instant,
     request_bytes: u64,
 }
@@ -141,12 +150,24 @@ impl Measured {
         started: Instant,
         request_bytes: u64,
     ) -> Self {
+        Measured::of(Arc::new(metrics.series(&labels)), started, request_bytes)
+    }
+
+    /// A request recorded in `series` (already resolved, e.g. from a cache).
+    pub(crate) fn of(series: Arc<Series>, started: Instant, request_bytes: u64) -> Self {
         Measured {
-            metrics,
-            labels,
+            series,
             started,
             request_bytes,
         }
+    }
+
+    /// Records the request now, with `response_bytes` sent (a response without a body to
+    /// wrap).
+    pub(crate) fn record_now(self, response_bytes: u64) {
+        let millis = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.series
+            .record(millis, self.request_bytes, response_bytes);
     }
 
     /// Wraps the response body so the request is recorded when it ends.
@@ -168,9 +189,7 @@ struct MeasuredBody {
 impl MeasuredBody {
     fn finish(&mut self) {
         if let Some(m) = self.done.take() {
-            let millis = m.started.elapsed().as_secs_f64() * 1000.0;
-            m.metrics
-                .record(&m.labels, millis, m.request_bytes, self.sent);
+            m.record_now(self.sent);
         }
     }
 }
@@ -277,10 +296,10 @@ mod tests {
         let metrics = IstioMetrics::register(&mut registry);
         let m = Measured::new(metrics.clone(), labels(200), Instant::now(), 7);
         let body = m.body(crate::body::full("hello"));
-        // Nothing is recorded before the body ends.
+        // Nothing is counted before the body ends (the series exists, at 0).
         assert_eq!(
             value_of(&text(&registry), "istio_requests_total{", "200"),
-            None
+            Some("0")
         );
         let bytes = body.collect().await.expect("collects").to_bytes();
         assert_eq!(bytes.as_ref(), b"hello");

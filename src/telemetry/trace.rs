@@ -1,0 +1,657 @@
+//! Trace propagation: W3C Trace Context and B3, and `x-request-id`, as Envoy's tracers do.
+//!
+//! Envoy (and so every Istio sidecar) continues the trace of the request it receives: the
+//! upstream sees the same trace id and, as its parent, a new span id that stands for the
+//! proxy's own span. [`TraceLayer`] does the same for each request:
+//!
+//! - an incoming W3C `traceparent` (and `tracestate`, forwarded untouched), else a B3 single
+//!   `b3` header, else B3 multi (`x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`,
+//!   `x-b3-sampled`, `x-b3-flags`) is continued in the **same format** with a new span id;
+//! - without one (or with one that does not parse: malformed headers are ignored, as the W3C
+//!   spec asks), a new trace is started with random ids and sent as W3C `traceparent`;
+//! - `x-request-id` (a UUID version 4) is added when absent, as Envoy's
+//!   `generate_request_id` does;
+//! - a `tracing` span (`mesh.request`) is opened per request, naming the method, the route
+//!   and destination (from the [`RouteDecision`], when the layer sits below
+//!   [`RouteLayer`](crate::RouteLayer)), and the trace and span ids.
+//!
+//! The parsed [`TraceContext`] (the proxy's span) goes into the request's extensions for the
+//! layers below it.
+//!
+//! ```
+//! use tower_mesh::telemetry::trace::{TraceContext, TraceFormat};
+//! let headers = http::HeaderMap::from_iter([(
+//!     http::header::HeaderName::from_static("traceparent"),
+//!     http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+//! )]);
+//! let incoming = TraceContext::extract(&headers).expect("a valid traceparent");
+//! assert_eq!(incoming.format, TraceFormat::W3c);
+//! let ours = incoming.child(0x1234);
+//! assert_eq!(ours.trace_id, incoming.trace_id);
+//! assert_eq!(ours.parent_span_id, Some(incoming.span_id));
+//! ```
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+
+use crate::route::RouteDecision;
+
+/// `traceparent` (W3C Trace Context).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate` (W3C Trace Context; forwarded untouched).
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// `b3` (B3 single header).
+pub const B3: HeaderName = HeaderName::from_static("b3");
+/// `x-b3-traceid` (B3 multi).
+pub const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+/// `x-b3-spanid` (B3 multi).
+pub const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+/// `x-b3-parentspanid` (B3 multi).
+pub const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+/// `x-b3-sampled` (B3 multi).
+pub const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+/// `x-b3-flags` (B3 multi; `1` is debug).
+pub const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+/// `x-request-id` (Envoy's request id).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The header format a trace came in (and is forwarded) in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TraceFormat {
+    /// W3C Trace Context `traceparent` (and `tracestate`).
+    W3c,
+    /// B3 single header `b3: {traceid}-{spanid}-{sampled}-{parentspanid}`.
+    B3Single,
+    /// B3 multi: `x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`, `x-b3-sampled`.
+    B3Multi,
+}
+
+/// A position in a trace: a trace id and a span id in it, with the sampling decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The trace id (never zero). A 64-bit B3 trace id is kept in the low half.
+    pub trace_id: u128,
+    /// Whether the trace id was a 64-bit B3 id (it is forwarded with 16 hex digits again).
+    pub short_trace_id: bool,
+    /// The span id (never zero).
+    pub span_id: u64,
+    /// The parent span, when known (B3 carries it; W3C does not).
+    pub parent_span_id: Option<u64>,
+    /// The sampling decision: W3C's `sampled` flag, B3's `1`/`0`; `None` when B3 deferred it.
+    pub sampled: Option<bool>,
+    /// B3's debug flag (`d` / `x-b3-flags: 1`).
+    pub debug: bool,
+    /// The header format.
+    pub format: TraceFormat,
+}
+
+impl TraceContext {
+    /// The context the request carries, in the first format that parses: W3C, then B3 single,
+    /// then B3 multi. Malformed headers are ignored (`None`).
+    pub fn extract(headers: &HeaderMap) -> Option<TraceContext> {
+        if let Some(tp) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok())
+            && let Some(ctx) = parse_traceparent(tp)
+        {
+            return Some(ctx);
+        }
+        if let Some(b3) = headers.get(B3).and_then(|v| v.to_str().ok())
+            && let Some(ctx) = parse_b3_single(b3)
+        {
+            return Some(ctx);
+        }
+        parse_b3_multi(headers)
+    }
+
+    /// A new trace (random ids, sampled, W3C).
+    pub fn root() -> TraceContext {
+        TraceContext {
+            trace_id: random_nonzero_u128(),
+            short_trace_id: false,
+            span_id: random_nonzero_u64(),
+            parent_span_id: None,
+            sampled: Some(true),
+            debug: false,
+            format: TraceFormat::W3c,
+        }
+    }
+
+    /// A child span of this one with id `span_id` (same trace, format and sampling; the
+    /// parent is this span). `0` is not a valid span id: a random one is used instead.
+    pub fn child(&self, span_id: u64) -> TraceContext {
+        TraceContext {
+            span_id: if span_id == 0 {
+                random_nonzero_u64()
+            } else {
+                span_id
+            },
+            parent_span_id: Some(self.span_id),
+            ..*self
+        }
+    }
+
+    /// The trace id as lowercase hex (16 digits for a 64-bit B3 id, else 32).
+    pub fn trace_id_hex(&self) -> String {
+        if self.short_trace_id {
+            format!("{:016x}", self.trace_id as u64)
+        } else {
+            format!("{:032x}", self.trace_id)
+        }
+    }
+
+    /// Writes this context into `headers` in its format, replacing that format's headers.
+    /// (`tracestate` is left as it is; the other formats' headers too.)
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        let trace = self.trace_id_hex();
+        let span = format!("{:016x}", self.span_id);
+        let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
+            // Hex digits, dashes and flags: always a valid header value.
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        };
+        match self.format {
+            TraceFormat::W3c => {
+                let flags = u8::from(self.sampled.unwrap_or(false));
+                set(
+                    headers,
+                    TRACEPARENT,
+                    format!("00-{:032x}-{span}-{flags:02x}", self.trace_id),
+                );
+            }
+            TraceFormat::B3Single => {
+                let mut value = format!("{trace}-{span}");
+                // The grammar puts sampling before the parent: without a decision the parent
+                // cannot be written either.
+                if let Some(sampling) = self.b3_sampling() {
+                    value.push('-');
+                    value.push_str(sampling);
+                    if let Some(parent) = self.parent_span_id {
+                        let _ = write!(value, "-{parent:016x}");
+                    }
+                }
+                set(headers, B3, value);
+            }
+            TraceFormat::B3Multi => {
+                set(headers, X_B3_TRACEID, trace);
+                set(headers, X_B3_SPANID, span);
+                match self.parent_span_id {
+                    Some(parent) => set(headers, X_B3_PARENTSPANID, format!("{parent:016x}")),
+                    None => {
+                        headers.remove(X_B3_PARENTSPANID);
+                    }
+                }
+                if !self.debug
+                    && let Some(sampled) = self.sampled
+                {
+                    set(headers, X_B3_SAMPLED, u8::from(sampled).to_string());
+                }
+                if self.debug {
+                    headers.insert(X_B3_FLAGS, HeaderValue::from_static("1"));
+                }
+            }
+        }
+    }
+
+    fn b3_sampling(&self) -> Option<&'static str> {
+        if self.debug {
+            return Some("d");
+        }
+        self.sampled.map(|s| if s { "1" } else { "0" })
+    }
+}
+
+impl fmt::Display for TraceContext {
+    /// `{trace id}-{span id}` in hex.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:016x}", self.trace_id_hex(), self.span_id)
+    }
+}
+
+/// Lowercase hex of exactly `len` digits (no sign, no uppercase), as both specs write ids.
+fn hex_u128(s: &str, len: usize) -> Option<u128> {
+    if s.len() != len
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}
+
+fn hex_u64(s: &str) -> Option<u64> {
+    hex_u128(s, 16).and_then(|v| u64::try_from(v).ok())
+}
+
+/// A B3 trace id: 16 or 32 hex digits, not zero. Returns (id, short).
+fn b3_trace_id(s: &str) -> Option<(u128, bool)> {
+    let (id, short) = match s.len() {
+        16 => (hex_u128(s, 16)?, true),
+        32 => (hex_u128(s, 32)?, false),
+        _ => return None,
+    };
+    (id != 0).then_some((id, short))
+}
+
+/// W3C `traceparent`: `{version:2}-{trace-id:32}-{parent-id:16}-{flags:2}`. Version `ff` is
+/// invalid; version `00` has exactly these four fields; a later version may append fields
+/// after a `-` (the spec's forward compatibility). All-zero ids are invalid.
+pub fn parse_traceparent(value: &str) -> Option<TraceContext> {
+    let value = value.trim();
+    let mut parts = value.splitn(5, '-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let span = parts.next()?;
+    let flags = parts.next()?;
+    let rest = parts.next();
+    let version = u8::try_from(hex_u128(version, 2)?).ok()?;
+    if version == 0xff || (version == 0 && rest.is_some()) {
+        return None;
+    }
+    let trace_id = hex_u128(trace, 32)?;
+    let span_id = hex_u64(span)?;
+    let flags = u8::try_from(hex_u128(flags, 2)?).ok()?;
+    if trace_id == 0 || span_id == 0 {
+        return None;
+    }
+    Some(TraceContext {
+        trace_id,
+        short_trace_id: false,
+        span_id,
+        parent_span_id: None,
+        sampled: Some(flags & 1 == 1),
+        debug: false,
+        format: TraceFormat::W3c,
+    })
+}
+
+fn b3_sampling(s: &str) -> Option<(Option<bool>, bool)> {
+    match s {
+        "1" | "true" => Some((Some(true), false)),
+        "0" | "false" => Some((Some(false), false)),
+        "d" => Some((Some(true), true)),
+        _ => None,
+    }
+}
+
+/// B3 single: `{traceid}-{spanid}[-{sampling}[-{parentspanid}]]`. A sampling-only value
+/// (`0`, `1`, `d`) carries no trace to continue and gives `None`.
+pub fn parse_b3_single(value: &str) -> Option<TraceContext> {
+    let mut parts = value.trim().split('-');
+    let (trace_id, short_trace_id) = b3_trace_id(parts.next()?)?;
+    let span_id = hex_u64(parts.next()?).filter(|s| *s != 0)?;
+    let (sampled, debug) = match parts.next() {
+        Some(s) => b3_sampling(s)?,
+        None => (None, false),
+    };
+    let parent_span_id = match parts.next() {
+        Some(p) => Some(hex_u64(p).filter(|p| *p != 0)?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(TraceContext {
+        trace_id,
+        short_trace_id,
+        span_id,
+        parent_span_id,
+        sampled,
+        debug,
+        format: TraceFormat::B3Single,
+    })
+}
+
+/// B3 multi headers; `x-b3-traceid` and `x-b3-spanid` are required, the others optional
+/// (a malformed optional one makes the whole context malformed).
+pub fn parse_b3_multi(headers: &HeaderMap) -> Option<TraceContext> {
+    let get = |name: &HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let (trace_id, short_trace_id) = b3_trace_id(get(&X_B3_TRACEID)?)?;
+    let span_id = hex_u64(get(&X_B3_SPANID)?).filter(|s| *s != 0)?;
+    let parent_span_id = match get(&X_B3_PARENTSPANID) {
+        Some(p) => Some(hex_u64(p).filter(|p| *p != 0)?),
+        None => None,
+    };
+    let debug = match get(&X_B3_FLAGS) {
+        Some("1") => true,
+        Some("0") | None => false,
+        Some(_) => return None,
+    };
+    let sampled = match get(&X_B3_SAMPLED) {
+        Some(s) => b3_sampling(s).filter(|(_, d)| !d)?.0,
+        None => None,
+    };
+    Some(TraceContext {
+        trace_id,
+        short_trace_id,
+        span_id,
+        parent_span_id,
+        sampled: if debug { Some(true) } else { sampled },
+        debug,
+        format: TraceFormat::B3Multi,
+    })
+}
+
+thread_local! {
+    /// Ids need uniqueness, not secrecy: a fast generator per thread, seeded from the OS.
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+}
+
+fn random_nonzero_u64() -> u64 {
+    loop {
+        let v = RNG.with(|r| r.borrow_mut().random::<u64>());
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+fn random_nonzero_u128() -> u128 {
+    loop {
+        let v = RNG.with(|r| r.borrow_mut().random::<u128>());
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// A random UUID version 4 in its text form (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`), as
+/// Envoy's `x-request-id`.
+pub fn new_request_id() -> String {
+    let mut b = RNG.with(|r| r.borrow_mut().random::<u128>()).to_be_bytes();
+    if let Some(v) = b.get_mut(6) {
+        *v = (*v & 0x0f) | 0x40; // version 4
+    }
+    if let Some(v) = b.get_mut(8) {
+        *v = (*v & 0x3f) | 0x80; // RFC 4122 variant
+    }
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        let _ = write!(s, "{byte:02x}");
+    }
+    s
+}
+
+/// Adds trace headers and `x-request-id`, and a `tracing` span, to each request
+/// ([module docs](self)).
+#[derive(Clone, Debug, Default)]
+pub struct TraceLayer {
+    _private: (),
+}
+
+impl TraceLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        TraceLayer::default()
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService { inner }
+    }
+}
+
+/// The service of [`TraceLayer`].
+#[derive(Clone, Debug)]
+pub struct TraceService<S> {
+    inner: S,
+}
+
+/// Continues (or starts) the request's trace in its headers, adds `x-request-id` when
+/// absent, and returns the context of this hop's span (also put in the extensions).
+pub fn propagate<B>(req: &mut Request<B>) -> TraceContext {
+    let ctx = match TraceContext::extract(req.headers()) {
+        Some(incoming) => incoming.child(random_nonzero_u64()),
+        None => TraceContext::root(),
+    };
+    ctx.inject(req.headers_mut());
+    if !req.headers().contains_key(X_REQUEST_ID)
+        && let Ok(id) = HeaderValue::from_str(&new_request_id())
+    {
+        req.headers_mut().insert(X_REQUEST_ID, id);
+    }
+    req.extensions_mut().insert(ctx);
+    ctx
+}
+
+impl<S, B> Service<Request<B>> for TraceService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Instrumented<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let ctx = propagate(&mut req);
+        let decision = req.extensions().get::<RouteDecision>();
+        let route = decision.and_then(RouteDecision::route_name).unwrap_or("-");
+        let destination: &str = match decision {
+            Some(d) => d.destination(),
+            None => req.uri().host().unwrap_or("-"),
+        };
+        let span = tracing::info_span!(
+            "mesh.request",
+            method = %req.method(),
+            route,
+            destination,
+            trace_id = %format_args!("{}", ctx.trace_id_hex()),
+            span_id = %format_args!("{:016x}", ctx.span_id),
+        );
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        fut.instrument(span)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_parses() {
+        let ctx = parse_traceparent(TP).expect("valid");
+        assert_eq!(ctx.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(ctx.span_id, 0x00f067aa0ba902b7);
+        assert_eq!(ctx.sampled, Some(true));
+        // A later version may carry more fields.
+        assert!(parse_traceparent(&format!("01{}-zz", &TP[2..])).is_some());
+    }
+
+    #[test]
+    fn malformed_traceparents_are_ignored() {
+        for bad in [
+            "",
+            "-",
+            "00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0é-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn b3_single_parses_with_and_without_optional_fields() {
+        let full =
+            parse_b3_single("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")
+                .expect("valid");
+        assert_eq!(full.trace_id, 0x80f198ee56343ba864fe8b2a57d3eff7);
+        assert_eq!(full.span_id, 0xe457b5a2e4d86bd1);
+        assert_eq!(full.sampled, Some(true));
+        assert_eq!(full.parent_span_id, Some(0x05e3ac9a4f6e3b90));
+        let short = parse_b3_single("a3ce929d0e0e4736-00f067aa0ba902b7").expect("valid");
+        assert!(short.short_trace_id);
+        assert_eq!(short.sampled, None);
+        let debug = parse_b3_single("a3ce929d0e0e4736-00f067aa0ba902b7-d").expect("valid");
+        assert!(debug.debug);
+        for bad in [
+            "0",
+            "1",
+            "d",
+            "a3ce929d0e0e4736",
+            "a3ce929d0e0e4736-00f067aa0ba902b7-x",
+            "a3ce929d0e0e4736-00f067aa0ba902b7-1-",
+            "a3ce929d0e0e4736-00f067aa0ba902b7-1-05e3ac9a4f6e3b90-1",
+            "a3ce929d0e0e473-00f067aa0ba902b7",
+            "0000000000000000-00f067aa0ba902b7",
+        ] {
+            assert_eq!(parse_b3_single(bad), None, "{bad:?}");
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn b3_multi_parses_and_rejects_malformed_optional_headers() {
+        let h = headers(&[
+            ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-parentspanid", "0020000000000001"),
+            ("x-b3-sampled", "1"),
+        ]);
+        let ctx = parse_b3_multi(&h).expect("valid");
+        assert_eq!(ctx.span_id, 0xa2fb4a1d1a96d312);
+        assert_eq!(ctx.sampled, Some(true));
+        let bad = headers(&[
+            ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "maybe"),
+        ]);
+        assert_eq!(parse_b3_multi(&bad), None);
+        assert_eq!(
+            parse_b3_multi(&headers(&[("x-b3-spanid", "a2fb4a1d1a96d312")])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_continued_trace_is_forwarded_in_its_format_with_a_new_parent() {
+        // W3C
+        let mut req = Request::new(());
+        req.headers_mut()
+            .insert(TRACEPARENT, HeaderValue::from_static(TP));
+        req.headers_mut()
+            .insert(TRACESTATE, HeaderValue::from_static("congo=t61rcWkgMzE"));
+        let ctx = propagate(&mut req);
+        let out = req.headers()[TRACEPARENT].to_str().expect("ascii");
+        assert!(
+            out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{out}"
+        );
+        assert!(out.ends_with("-01"), "{out}");
+        assert_ne!(&out[36..52], "00f067aa0ba902b7");
+        assert_eq!(&out[36..52], format!("{:016x}", ctx.span_id));
+        assert_eq!(req.headers()[TRACESTATE], "congo=t61rcWkgMzE");
+        assert!(!req.headers().contains_key(B3));
+        // B3 single: the incoming span becomes the parent.
+        let mut req = Request::new(());
+        req.headers_mut().insert(
+            B3,
+            HeaderValue::from_static("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        );
+        let ctx = propagate(&mut req);
+        assert_eq!(
+            req.headers()[B3].to_str().expect("ascii"),
+            format!(
+                "80f198ee56343ba864fe8b2a57d3eff7-{:016x}-1-e457b5a2e4d86bd1",
+                ctx.span_id
+            )
+        );
+        assert!(!req.headers().contains_key(TRACEPARENT));
+        // B3 multi, 64-bit trace id kept at 64 bits.
+        let mut req = Request::new(());
+        *req.headers_mut() = headers(&[
+            ("x-b3-traceid", "48485a3953bb6124"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "0"),
+        ]);
+        let ctx = propagate(&mut req);
+        let h = req.headers();
+        assert_eq!(h[X_B3_TRACEID], "48485a3953bb6124");
+        assert_eq!(
+            h[X_B3_SPANID].to_str().ok(),
+            Some(format!("{:016x}", ctx.span_id)).as_deref()
+        );
+        assert_eq!(h[X_B3_PARENTSPANID], "a2fb4a1d1a96d312");
+        assert_eq!(h[X_B3_SAMPLED], "0");
+    }
+
+    #[test]
+    fn a_trace_is_started_in_w3c_when_none_or_a_malformed_one_came_in() {
+        for incoming in [None, Some("00-garbage"), Some("")] {
+            let mut req = Request::new(());
+            if let Some(v) = incoming {
+                req.headers_mut()
+                    .insert(TRACEPARENT, HeaderValue::from_static(v));
+            }
+            let ctx = propagate(&mut req);
+            let out = req.headers()[TRACEPARENT]
+                .to_str()
+                .expect("ascii")
+                .to_string();
+            assert_eq!(parse_traceparent(&out), Some(ctx), "{out}");
+            assert_eq!(ctx.parent_span_id, None);
+            assert!(req.headers().contains_key(X_REQUEST_ID));
+        }
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4_and_an_existing_one_is_kept() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 36);
+        let bytes = id.as_bytes();
+        assert_eq!(bytes.get(14), Some(&b'4'));
+        assert!(
+            matches!(bytes.get(19), Some(b'8' | b'9' | b'a' | b'b')),
+            "{id}"
+        );
+        assert_eq!(id.matches('-').count(), 4);
+        assert_ne!(new_request_id(), id);
+        let mut req = Request::new(());
+        req.headers_mut()
+            .insert(X_REQUEST_ID, HeaderValue::from_static("mine"));
+        propagate(&mut req);
+        assert_eq!(req.headers()[X_REQUEST_ID], "mine");
+    }
+}
