@@ -504,10 +504,8 @@ impl Snapshot {
                 if vs.hosts.is_empty() || !exported_to(&vs.export_to, vs_ns, gw_ns) {
                     continue;
                 }
-                let bound_here = |list: &[String]| {
-                    list.iter()
-                        .any(|g| resolve_gateway_name(g, vs_ns) == *name)
-                };
+                let bound_here =
+                    |list: &[String]| list.iter().any(|g| resolve_gateway_name(g, vs_ns) == *name);
                 let tls_bound = bound_here(&vs.gateways)
                     || vs
                         .tls

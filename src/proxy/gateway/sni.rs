@@ -246,13 +246,19 @@ mod tests {
 
     #[test]
     fn junk_is_not_tls_and_never_panics() {
-        assert_eq!(parse_client_hello(b"GET / HTTP/1.1\r\n"), ClientHello::NotTls);
+        assert_eq!(
+            parse_client_hello(b"GET / HTTP/1.1\r\n"),
+            ClientHello::NotTls
+        );
         assert_eq!(parse_client_hello(&[0x16, 9]), ClientHello::NotTls);
         assert_eq!(parse_client_hello(&[0x16, 3, 1, 0, 0]), ClientHello::NotTls);
         // A ServerHello (type 2) is not a ClientHello.
         let mut not_hello = handshake(&hello_body(None));
         not_hello[0] = 2;
-        assert_eq!(parse_client_hello(&records(&not_hello, 16384)), ClientHello::NotTls);
+        assert_eq!(
+            parse_client_hello(&records(&not_hello, 16384)),
+            ClientHello::NotTls
+        );
         // Lengths that point past the end, at every position.
         let good = handshake(&hello_body(Some("a.example.com")));
         for i in 4..good.len() {
