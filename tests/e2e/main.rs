@@ -5,6 +5,7 @@
 mod support;
 
 mod backends;
+mod gateway;
 mod grpc;
 mod mesh_grpc;
 mod registry;
