@@ -678,3 +678,94 @@ async fn credential_name_is_refused_with_the_gateway_and_field_named() {
     let err = IngressGateway::new(&other).expect_err("no gateway selects it");
     assert!(err.to_string().contains("no Gateway selects"), "{err}");
 }
+
+#[tokio::test]
+async fn the_gateway_follows_reloads_and_keeps_its_listener_plan_when_a_reload_cannot_be_served() {
+    let shop = Backend::start("shop", &[]);
+    let api = Backend::start("api", &[]);
+    let config = |hosts: &str, tls: &str| {
+        format!(
+            "{}{}{}{}",
+            services(shop.port(), api.port()),
+            gateway(
+                "edge",
+                &format!(
+                    "  - port: {{number: 8080, name: http, protocol: HTTP}}\n    hosts: {hosts}\n{tls}"
+                )
+            ),
+            vs("shop", "default", "[shop.example.com]", "[edge]", "shop"),
+            vs("api", "prod", "[api.example.org]", "[default/edge]", "api"),
+        )
+    };
+    let mesh = mesh(&config("[shop.example.com]", ""));
+    let gw = start(&mesh).await;
+    let addr = gw.addr(8080);
+    assert_eq!(
+        get(addr, "api.example.org", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The reload adds a server host: the plan is rebuilt and the host is served.
+    mesh.reload_from([tower_mesh::ConfigSource::yaml(
+        "gateway.yaml",
+        config("[shop.example.com, api.example.org]", ""),
+    )])
+    .await
+    .expect("reload");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get(addr, "api.example.org", "/").await;
+        if got.backend.as_deref() == Some("api") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reload never reached the gateway: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A reload the gateway cannot serve (a Kubernetes secret) is valid Istio, so the mesh
+    // takes it; the gateway keeps its previous listener plan (no httpsRedirect from the new
+    // config), while routes follow the snapshot (api.example.org is no longer a server host
+    // in it, so no VirtualService binds it: 404).
+    mesh.reload_from([tower_mesh::ConfigSource::yaml(
+        "gateway.yaml",
+        config(
+            "[shop.example.com]",
+            "    tls: {httpsRedirect: true}\n  - port: {number: 8443, name: https, protocol: HTTPS}\n    hosts: [shop.example.com]\n    tls: {mode: SIMPLE, credentialName: shop-cert}\n",
+        ),
+    )])
+    .await
+    .expect("the mesh accepts the config");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = get(addr, "shop.example.com", "/").await;
+    assert_eq!(
+        (got.status, got.backend.as_deref()),
+        (StatusCode::OK, Some("shop")),
+        "{got:?}"
+    );
+    let got = get(addr, "api.example.org", "/").await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND, "{got:?}");
+
+    // A servable reload again: the redirect applies.
+    mesh.reload_from([tower_mesh::ConfigSource::yaml(
+        "gateway.yaml",
+        config("[shop.example.com]", "    tls: {httpsRedirect: true}\n"),
+    )])
+    .await
+    .expect("reload");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get(addr, "shop.example.com", "/").await;
+        if got.status == StatusCode::MOVED_PERMANENTLY {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no redirect after the reload: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.stop().await;
+}
