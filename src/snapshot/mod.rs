@@ -476,19 +476,31 @@ impl Snapshot {
             }
             let gw_ns = res.metadata.namespace.as_str();
             let name: Arc<str> = format!("{gw_ns}/{}", res.metadata.name).into();
-            let server_hosts: Vec<crate::proxy::gateway::hosts::ServerHost> = gw
-                .servers
-                .iter()
-                .flat_map(|s| s.hosts.iter())
-                .map(|h| crate::proxy::gateway::hosts::ServerHost::parse(h))
-                .collect();
-            // The hosts of `vs` (in `vs_ns`) a server of this Gateway admits.
-            let admitted = |vs: &VirtualService, vs_ns: &str| -> Vec<String> {
+            // The hosts of the servers carrying HTTP (plaintext or terminated TLS) and of
+            // those passing TLS through: `http` routes bind to the first, `tls` routes to
+            // the second.
+            let (mut http_hosts, mut tls_hosts) = (Vec::new(), Vec::new());
+            for server in &gw.servers {
+                let hosts = server
+                    .hosts
+                    .iter()
+                    .map(|h| crate::proxy::gateway::hosts::ServerHost::parse(h));
+                if crate::proxy::gateway::plan::passes_tls_through(server) {
+                    tls_hosts.extend(hosts);
+                } else {
+                    http_hosts.extend(hosts);
+                }
+            }
+            // The hosts of `vs` (in `vs_ns`) a server among `servers` admits.
+            let admitted = |vs: &VirtualService,
+                            vs_ns: &str,
+                            servers: &[crate::proxy::gateway::hosts::ServerHost]|
+             -> Vec<String> {
                 vs.hosts
                     .iter()
                     .map(|h| expand_host(h, vs_ns, domain).to_ascii_lowercase())
                     .filter(|h| {
-                        server_hosts.iter().any(|sh| {
+                        servers.iter().any(|sh| {
                             sh.allows_namespace(vs_ns, gw_ns)
                                 && crate::proxy::gateway::hosts::hosts_intersect(&sh.host, h)
                         })
@@ -511,11 +523,8 @@ impl Snapshot {
                         .tls
                         .iter()
                         .any(|r| r.matches.iter().any(|m| bound_here(&m.gateways)));
-                let hosts = admitted(vs, vs_ns);
-                if hosts.is_empty() {
-                    continue;
-                }
-                if !vs.tls.is_empty() && tls_bound {
+                let tls_admitted = admitted(vs, vs_ns, &tls_hosts);
+                if !vs.tls.is_empty() && tls_bound && !tls_admitted.is_empty() {
                     gateway_tls.push(GatewayTlsRoutes {
                         namespace: vs_ns.to_string(),
                         gateways: vs
@@ -523,13 +532,14 @@ impl Snapshot {
                             .iter()
                             .map(|g| resolve_gateway_name(g, vs_ns))
                             .collect(),
-                        hosts: hosts.clone(),
+                        hosts: tls_admitted,
                         tls: vs.tls.clone(),
                         provenance: Arc::new(Provenance::of(vs_res)),
                     });
                 }
-                if applies_to_gateway(vs, vs_ns, &name) {
-                    bound.push((vs_res, Some(hosts)));
+                let http_admitted = admitted(vs, vs_ns, &http_hosts);
+                if !http_admitted.is_empty() && applies_to_gateway(vs, vs_ns, &name) {
+                    bound.push((vs_res, Some(http_admitted)));
                 }
             }
             let mut index = HostIndex::new();
@@ -1052,6 +1062,100 @@ spec:
         let snap = compile_with(&selected, &web, &StateRegistry::new());
         assert_eq!(subsets_of(&snap), ["mine"]);
         assert_eq!(subsets_of(&compile(&selected, "frontend")), ["service"]);
+    }
+
+    #[test]
+    fn gateways_are_served_by_selector_with_their_bound_virtual_services() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["bookinfo/*.example.com"]
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["*.example.com"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: other, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: bookinfo}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/edge]
+  http:
+  - route:
+    - destination: {host: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: outsider, namespace: default}
+spec:
+  hosts: [other.example.com]
+  gateways: [istio-system/edge]
+  http:
+  - route:
+    - destination: {host: reviews.bookinfo.svc.cluster.local}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure, namespace: bookinfo}
+spec:
+  hosts: [secure.example.com]
+  gateways: [istio-system/edge]
+  tls:
+  - match: [{sniHosts: [secure.example.com]}]
+    route:
+    - destination: {host: reviews}
+"#;
+        let full = format!("{SERVICE}---\n{yaml}");
+        let ingress = settings("istio-system", &[("istio", "ingressgateway")]);
+        let snap = compile_with(&full, &ingress, &StateRegistry::new());
+        let names: Vec<&str> = snap.served_gateways().iter().map(|g| &*g.name).collect();
+        assert_eq!(names, ["istio-system/edge"]);
+        let routes = |host: &str| {
+            snap.resolve_for_gateway("istio-system/edge", host)
+                .and_then(|r| r.value.routes().map(RouteTable::len))
+        };
+        assert_eq!(routes("shop.example.com"), Some(1));
+        // `bookinfo/*.example.com` admits only bookinfo's VirtualServices.
+        assert_eq!(routes("other.example.com"), None);
+        // Gateway hosts are not mesh hosts, nor the other way round.
+        // (`*.example.com` is a mesh service here, without routes.)
+        assert!(
+            snap.resolve("shop.example.com")
+                .and_then(|r| r.value.routes())
+                .is_none()
+        );
+        assert!(
+            snap.resolve_for_gateway("istio-system/edge", REVIEWS)
+                .is_none()
+        );
+        assert!(
+            snap.resolve_for_gateway("istio-system/other", "shop.example.com")
+                .is_none()
+        );
+        let tls: Vec<&str> = snap
+            .gateway_tls_routes()
+            .iter()
+            .map(|t| t.provenance.name.as_str())
+            .collect();
+        assert_eq!(tls, ["secure"]);
+        // A sidecar without the labels serves no gateway.
+        let sidecar = compile(&full, "bookinfo");
+        assert!(sidecar.served_gateways().is_empty());
+        assert!(sidecar.gateway_tls_routes().is_empty());
     }
 
     #[test]

@@ -239,6 +239,22 @@ impl Plan {
     }
 }
 
+/// Whether `server` passes TLS through (protocol `TLS`, or `HTTPS` with mode `PASSTHROUGH`,
+/// the default): its hosts bind VirtualService `tls` routes, not `http` routes.
+pub fn passes_tls_through(server: &Server) -> bool {
+    let protocol = server
+        .port
+        .as_ref()
+        .map(|p| p.protocol.to_ascii_uppercase())
+        .unwrap_or_default();
+    let mode = server.tls.as_ref().map(ServerTlsSettings::effective_mode);
+    match protocol.as_str() {
+        "TLS" => true,
+        "HTTPS" => mode == Some(ServerTlsMode::Passthrough),
+        _ => false,
+    }
+}
+
 /// The kind of listener `server` needs; `None` for a protocol a gateway here does not serve.
 fn classify(
     gw: &ServedGateway,
