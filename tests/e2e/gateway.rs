@@ -448,6 +448,36 @@ async fn https_simple_terminates_tls_with_the_certificate_of_the_sni() {
         (StatusCode::OK, Some("api"))
     );
 
+    // HTTP/2 by ALPN.
+    let mut h2 = (*client_config(&leaf(&shop_cert), None)).clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tls_connect(addr, "shop.example.com", Arc::new(h2))
+        .await
+        .expect("h2 handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .expect("h2");
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            Request::get("https://shop.example.com/h2")
+                .body(Empty::<Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("h2 response");
+    assert_eq!(resp.status(), StatusCode::OK, "{resp:?}");
+    assert_eq!(
+        resp.headers()
+            .get(BACKEND_HEADER.as_str())
+            .and_then(|v| v.to_str().ok()),
+        Some("shop")
+    );
+
     // A client expecting the shop's certificate for api.example.org fails the handshake.
     let wrong = tls_connect(
         addr,

@@ -387,6 +387,22 @@ fn admit(
     Admit::Forward(server.gateway.clone())
 }
 
+/// TLS ended here: what goes upstream is decided by the destination's DestinationRule, as
+/// in Envoy, not by the client's `:scheme`. HTTP/2 clients send `https` absolute URIs, which
+/// the mesh client would take as a request to originate TLS, so the scheme becomes `http`
+/// (the authority and path stay). VirtualService `scheme` matches therefore see `http` on
+/// terminated connections.
+fn downstream_scheme_to_http<B>(req: &mut Request<B>) {
+    if req.uri().scheme() != Some(&http::uri::Scheme::HTTPS) {
+        return;
+    }
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
 impl<S> Service<Request<Incoming>> for GatewayService<S>
 where
     S: Service<Request<Incoming>, Response = Response<MeshBody>> + Clone + Send + 'static,
@@ -415,7 +431,11 @@ where
         let decision = admit(&self.plan.load(), self.port, authority, pq, tls);
         match decision {
             Admit::Forward(gateway) => {
+                let terminated = tls.is_some();
                 req.extensions_mut().insert(GatewayName(gateway));
+                if terminated {
+                    downstream_scheme_to_http(&mut req);
+                }
                 let forward = self.forward.clone();
                 Box::pin(async move {
                     use tower::ServiceExt;
