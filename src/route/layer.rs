@@ -145,7 +145,13 @@ impl RouteDecision {
 /// bound VirtualService claims is answered 404 (`NR`), as Envoy's gateway does. Without it,
 /// the workload's gateway (`MeshSettings::gateway`, `mesh` by default) applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayName(pub Arc<str>);
+pub struct GatewayName {
+    /// The Gateway, `<namespace>/<name>`.
+    pub gateway: Arc<str>,
+    /// The Gateway server port the request came in on: what `match.port` compares on a
+    /// gateway (Envoy's listener port), whatever the `Host` header says.
+    pub port: u16,
+}
 
 /// Routes requests by the mesh's VirtualServices ([module docs](self)).
 #[derive(Clone, Debug)]
@@ -415,7 +421,7 @@ fn plan<'s>(
     let gateway = parts.extensions.get::<GatewayName>();
     let resolved = match gateway {
         None => snap.resolve(&authority),
-        Some(GatewayName(g)) => match snap.resolve_for_gateway(g, &authority) {
+        Some(g) => match snap.resolve_for_gateway(&g.gateway, &authority) {
             Some(r) => Some(r),
             None => {
                 return Err(Error::NoRoute {
@@ -472,9 +478,9 @@ fn plan<'s>(
         path: &path,
         query,
         headers: &parts.headers,
-        port,
+        port: gateway.map_or(port, |g| g.port),
         source: Some(&settings.source),
-        gateway: gateway.map_or(settings.gateway.as_str(), |g| &g.0),
+        gateway: gateway.map_or(settings.gateway.as_str(), |g| &g.gateway),
         claims: None,
     };
     let Some(m) = table.select(&view) else {

@@ -799,3 +799,40 @@ async fn the_gateway_follows_reloads_and_keeps_its_listener_plan_when_a_reload_c
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn match_port_compares_the_gateway_port_the_request_came_in_on() {
+    let shop = Backend::start("shop", &[]);
+    let api = Backend::start("api", &[]);
+    let yaml = format!(
+        r#"{}{}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: by-port, namespace: default}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge]
+  http:
+  - match: [{{port: 8081}}]
+    route:
+    - destination: {{host: api.prod.svc.cluster.local}}
+  - route:
+    - destination: {{host: shop}}
+"#,
+        services(shop.port(), api.port()),
+        gateway(
+            "edge",
+            "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*.example.com\"]\n  - port: {number: 8081, name: http-alt, protocol: HTTP}\n    hosts: [\"*.example.com\"]"
+        ),
+    );
+    let mesh = mesh(&yaml);
+    let gw = start(&mesh).await;
+    // The Host carries no port (and the listeners are on ephemeral ports): the Gateway port
+    // decides.
+    let got = get(gw.addr(8081), "shop.example.com", "/").await;
+    assert_eq!(got.backend.as_deref(), Some("api"), "{got:?}");
+    let got = get(gw.addr(8080), "shop.example.com", "/").await;
+    assert_eq!(got.backend.as_deref(), Some("shop"), "{got:?}");
+    gw.stop().await;
+}

@@ -432,7 +432,10 @@ where
         match decision {
             Admit::Forward(gateway) => {
                 let terminated = tls.is_some();
-                req.extensions_mut().insert(GatewayName(gateway));
+                req.extensions_mut().insert(GatewayName {
+                    gateway,
+                    port: self.port,
+                });
                 if terminated {
                     downstream_scheme_to_http(&mut req);
                 }
