@@ -836,3 +836,53 @@ spec:
     assert_eq!(got.backend.as_deref(), Some("shop"), "{got:?}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_flight_finish_and_refuses_new_connections() {
+    let shop = Backend::start("shop", &[]);
+    let yaml = format!(
+        "{}{}{}",
+        services(shop.port(), shop.port()),
+        gateway(
+            "edge",
+            "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*.example.com\"]"
+        ),
+        vs("shop", "default", "[shop.example.com]", "[edge]", "shop"),
+    );
+    let mesh = mesh(&yaml);
+    let gw = start(&mesh).await;
+    let addr = gw.addr(8080);
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let slow = tokio::spawn(
+        send.send_request(
+            Request::get("/slow")
+                .header("host", "shop.example.com")
+                .header(crate::support::DELAY_CMD, "600")
+                .body(Empty::<Bytes>::new())
+                .expect("request"),
+        ),
+    );
+    // Wait until the backend holds the request, then shut down.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while shop.in_flight() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gw.stop().await;
+    let resp = slow
+        .await
+        .expect("join")
+        .expect("the in-flight request completes");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
