@@ -138,6 +138,21 @@ impl RouteDecision {
     }
 }
 
+/// The Gateway (`<namespace>/<name>`) whose server accepted a request, put in the request's
+/// extensions by the ingress gateway ([`IngressGateway`](crate::proxy::gateway::IngressGateway)).
+/// With it, [`RouteLayer`] routes by the VirtualServices bound to that Gateway
+/// ([`Snapshot::resolve_for_gateway`]) and matches `gateways` against it; an authority no
+/// bound VirtualService claims is answered 404 (`NR`), as Envoy's gateway does. Without it,
+/// the workload's gateway (`MeshSettings::gateway`, `mesh` by default) applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayName {
+    /// The Gateway, `<namespace>/<name>`.
+    pub gateway: Arc<str>,
+    /// The Gateway server port the request came in on: what `match.port` compares on a
+    /// gateway (Envoy's listener port), whatever the `Host` header says.
+    pub port: u16,
+}
+
 /// Routes requests by the mesh's VirtualServices ([module docs](self)).
 #[derive(Clone, Debug)]
 pub struct RouteLayer {
@@ -403,7 +418,19 @@ fn plan<'s>(
         after_response: false,
     };
 
-    let Some(resolved) = snap.resolve(&authority) else {
+    let gateway = parts.extensions.get::<GatewayName>();
+    let resolved = match gateway {
+        None => snap.resolve(&authority),
+        Some(g) => match snap.resolve_for_gateway(&g.gateway, &authority) {
+            Some(r) => Some(r),
+            None => {
+                return Err(Error::NoRoute {
+                    host: Arc::from(host_part),
+                });
+            }
+        },
+    };
+    let Some(resolved) = resolved else {
         return match settings.outbound_policy {
             OutboundPolicy::RegistryOnly => Err(Error::RegistryOnly {
                 host: Arc::from(host_part),
@@ -451,9 +478,9 @@ fn plan<'s>(
         path: &path,
         query,
         headers: &parts.headers,
-        port,
+        port: gateway.map_or(port, |g| g.port),
         source: Some(&settings.source),
-        gateway: &settings.gateway,
+        gateway: gateway.map_or(settings.gateway.as_str(), |g| &g.gateway),
         claims: None,
     };
     let Some(m) = table.select(&view) else {

@@ -19,6 +19,14 @@
 //! then those of the service's namespace, then the root namespace's, then the rest.
 //! VirtualServices apply when their gateways include the workload's gateway (`mesh`).
 //! Every entry keeps its [`Provenance`].
+//!
+//! The Gateways whose `selector` matches the workload's labels (an empty selector matches
+//! every workload, as in Istio, where it selects every gateway proxy) are the workload's
+//! [`ServedGateway`]s: for each, the VirtualServices bound to it (`gateways: [ns/name]`, short
+//! names in the VirtualService's namespace) whose hosts a server of the Gateway admits (host
+//! intersection, `ns/host` namespace restriction, `exportTo` seen from the Gateway's
+//! namespace) get their own virtual hosts ([`Snapshot::resolve_for_gateway`]); those with
+//! `tls` routes are kept for SNI passthrough ([`Snapshot::gateway_tls_routes`]).
 
 pub mod hosts;
 pub mod policy;
@@ -70,6 +78,34 @@ impl VirtualHost {
     pub fn routes(&self) -> Option<&RouteTable> {
         self.routes.as_ref()
     }
+}
+
+/// A Gateway resource whose `selector` matches this workload's labels.
+#[derive(Debug)]
+pub struct ServedGateway {
+    /// `<namespace>/<name>`, as VirtualServices' `gateways` name it.
+    pub name: Arc<str>,
+    /// The Gateway's namespace.
+    pub namespace: String,
+    /// The Gateway spec (servers, ports, hosts, TLS).
+    pub spec: crate::config::Gateway,
+    /// Where it came from.
+    pub provenance: Arc<Provenance>,
+}
+
+/// A VirtualService with `tls` routes bound to a [`ServedGateway`] (for SNI passthrough).
+#[derive(Debug)]
+pub struct GatewayTlsRoutes {
+    /// The VirtualService's namespace (short destination hosts expand in it).
+    pub namespace: String,
+    /// Its top-level `gateways`, qualified (`<ns>/<name>`).
+    pub gateways: Vec<String>,
+    /// Its `hosts`.
+    pub hosts: Vec<String>,
+    /// Its `tls` routes, in order.
+    pub tls: Vec<crate::config::virtual_service::TlsRoute>,
+    /// Where it came from.
+    pub provenance: Arc<Provenance>,
 }
 
 /// How a service's traffic reaches it.
@@ -216,6 +252,12 @@ pub struct Snapshot {
     security: Arc<crate::inbound::Security>,
     /// Every resource compiled, in config order (for config dumps).
     sources: Arc<[Arc<Provenance>]>,
+    /// The Gateways serving on this workload.
+    gateways: Arc<[ServedGateway]>,
+    /// Per served gateway name, the virtual hosts of the VirtualServices bound to it.
+    gateway_vhosts: foldhash::HashMap<Arc<str>, HostIndex<VirtualHost>>,
+    /// VirtualServices with `tls` routes bound to a served gateway.
+    gateway_tls: Arc<[GatewayTlsRoutes]>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -388,52 +430,136 @@ impl Snapshot {
             });
         }
         let mut delegates: HashMap<(&str, &str), VsRef<'_>> = HashMap::new();
-        let mut by_host: HostIndex<Vec<VsRef<'_>>> = HostIndex::new();
-        let mut host_order: Vec<String> = Vec::new();
         for res in &set.resources {
-            let Spec::VirtualService(vs) = &res.spec else {
-                continue;
-            };
-            let vs_ref = VsRef {
-                resource: res,
-                spec: vs,
-            };
-            if vs.hosts.is_empty() {
+            if let Spec::VirtualService(vs) = &res.spec
+                && vs.hosts.is_empty()
+            {
                 delegates.insert(
                     (res.metadata.namespace.as_str(), res.metadata.name.as_str()),
-                    vs_ref,
+                    VsRef {
+                        resource: res,
+                        spec: vs,
+                    },
                 );
-                continue;
-            }
-            if !exported_to(&vs.export_to, &res.metadata.namespace, caller_ns)
-                || !applies_to_gateway(vs, &res.metadata.namespace, &settings.gateway)
-            {
-                continue;
-            }
-            for h in &vs.hosts {
-                let host = expand_host(h, &res.metadata.namespace, domain).to_ascii_lowercase();
-                let list = by_host.get_or_insert_with(&host, Vec::new);
-                if list.is_empty() {
-                    host_order.push(host.clone());
-                }
-                list.push(vs_ref);
             }
         }
         let mut cache = RegexCache::new();
         let delegate = |ns: &str, name: &str| delegates.get(&(ns, name)).copied();
-        for host in &host_order {
-            let Some(vss) = by_host.get_pattern(host) else {
+        let mesh_vss = set.resources.iter().filter(|res| match &res.spec {
+            Spec::VirtualService(vs) => {
+                exported_to(&vs.export_to, &res.metadata.namespace, caller_ns)
+                    && applies_to_gateway(vs, &res.metadata.namespace, &settings.gateway)
+            }
+            _ => false,
+        });
+        compile_vhosts(
+            mesh_vss.map(|res| (res, None)),
+            &mut vhosts,
+            &delegate,
+            &mut cache,
+            domain,
+            &mut warnings,
+        );
+
+        // ---- gateways served by this workload ---------------------------------------------
+        let mut gateways = Vec::new();
+        let mut gateway_vhosts = foldhash::HashMap::default();
+        let mut gateway_tls = Vec::new();
+        for res in &set.resources {
+            let Spec::Gateway(gw) = &res.spec else {
                 continue;
             };
-            let (table, route_warnings) = RouteTable::compile(vss, &delegate, &mut cache, domain);
-            for w in route_warnings {
-                warnings.push(route_warning(&w));
+            let selected = gw
+                .selector
+                .iter()
+                .all(|(k, v)| settings.source.labels.get(k) == Some(v));
+            if !selected {
+                continue;
             }
-            let vh = vhosts.get_or_insert_with(host, || VirtualHost {
-                host: Arc::from(host.as_str()),
-                routes: None,
+            let gw_ns = res.metadata.namespace.as_str();
+            let name: Arc<str> = format!("{gw_ns}/{}", res.metadata.name).into();
+            // The hosts of the servers carrying HTTP (plaintext or terminated TLS) and of
+            // those passing TLS through: `http` routes bind to the first, `tls` routes to
+            // the second.
+            let (mut http_hosts, mut tls_hosts) = (Vec::new(), Vec::new());
+            for server in &gw.servers {
+                let hosts = server
+                    .hosts
+                    .iter()
+                    .map(|h| crate::proxy::gateway::hosts::ServerHost::parse(h));
+                if crate::proxy::gateway::plan::passes_tls_through(server) {
+                    tls_hosts.extend(hosts);
+                } else {
+                    http_hosts.extend(hosts);
+                }
+            }
+            // The hosts of `vs` (in `vs_ns`) a server among `servers` admits.
+            let admitted = |vs: &VirtualService,
+                            vs_ns: &str,
+                            servers: &[crate::proxy::gateway::hosts::ServerHost]|
+             -> Vec<String> {
+                vs.hosts
+                    .iter()
+                    .map(|h| expand_host(h, vs_ns, domain).to_ascii_lowercase())
+                    .filter(|h| {
+                        servers.iter().any(|sh| {
+                            sh.allows_namespace(vs_ns, gw_ns)
+                                && crate::proxy::gateway::hosts::hosts_intersect(&sh.host, h)
+                        })
+                    })
+                    .collect()
+            };
+            let mut bound = Vec::new();
+            for vs_res in &set.resources {
+                let Spec::VirtualService(vs) = &vs_res.spec else {
+                    continue;
+                };
+                let vs_ns = vs_res.metadata.namespace.as_str();
+                if vs.hosts.is_empty() || !exported_to(&vs.export_to, vs_ns, gw_ns) {
+                    continue;
+                }
+                let bound_here =
+                    |list: &[String]| list.iter().any(|g| resolve_gateway_name(g, vs_ns) == *name);
+                let tls_bound = bound_here(&vs.gateways)
+                    || vs
+                        .tls
+                        .iter()
+                        .any(|r| r.matches.iter().any(|m| bound_here(&m.gateways)));
+                let tls_admitted = admitted(vs, vs_ns, &tls_hosts);
+                if !vs.tls.is_empty() && tls_bound && !tls_admitted.is_empty() {
+                    gateway_tls.push(GatewayTlsRoutes {
+                        namespace: vs_ns.to_string(),
+                        gateways: vs
+                            .gateways
+                            .iter()
+                            .map(|g| resolve_gateway_name(g, vs_ns))
+                            .collect(),
+                        hosts: tls_admitted,
+                        tls: vs.tls.clone(),
+                        provenance: Arc::new(Provenance::of(vs_res)),
+                    });
+                }
+                let http_admitted = admitted(vs, vs_ns, &http_hosts);
+                if !http_admitted.is_empty() && applies_to_gateway(vs, vs_ns, &name) {
+                    bound.push((vs_res, Some(http_admitted)));
+                }
+            }
+            let mut index = HostIndex::new();
+            compile_vhosts(
+                bound.into_iter(),
+                &mut index,
+                &delegate,
+                &mut cache,
+                domain,
+                &mut warnings,
+            );
+            gateway_vhosts.insert(name.clone(), index);
+            gateways.push(ServedGateway {
+                name,
+                namespace: gw_ns.to_string(),
+                spec: gw.clone(),
+                provenance: Arc::new(Provenance::of(res)),
             });
-            vh.routes = Some(table);
         }
 
         let resources = set.resources.len();
@@ -453,6 +579,9 @@ impl Snapshot {
                     .iter()
                     .map(|r| Arc::new(Provenance::of(r)))
                     .collect(),
+                gateways: gateways.into(),
+                gateway_vhosts,
+                gateway_tls: gateway_tls.into(),
             },
             warnings,
         }
@@ -502,6 +631,33 @@ impl Snapshot {
             &self.settings.source.namespace,
             &self.settings.cluster_domain,
         )
+    }
+
+    /// The Gateways whose `selector` matches this workload (an empty selector matches every
+    /// workload), in the config's order.
+    pub fn served_gateways(&self) -> &[ServedGateway] {
+        &self.gateways
+    }
+
+    /// The virtual host a request authority addresses on the served gateway `gateway`
+    /// (`<ns>/<name>`): only the hosts of VirtualServices bound to it, matched exactly or by
+    /// wildcard (no short-name aliases: gateway hosts are external names). `None` when the
+    /// gateway is not served here or no bound VirtualService claims the host (Envoy: 404).
+    pub fn resolve_for_gateway(
+        &self,
+        gateway: &str,
+        authority: &str,
+    ) -> Option<hosts::Resolved<'_, VirtualHost>> {
+        self.gateway_vhosts.get(gateway)?.resolve_authority(
+            authority,
+            &self.settings.source.namespace,
+            &self.settings.cluster_domain,
+        )
+    }
+
+    /// The VirtualServices with `tls` routes bound to a served gateway.
+    pub fn gateway_tls_routes(&self) -> &[GatewayTlsRoutes] {
+        &self.gateway_tls
     }
 
     /// The virtual host inserted under exactly `pattern` (a host or wildcard, as
@@ -570,6 +726,56 @@ impl Snapshot {
             .get(&key)
             .map(|c| Target::Cluster(c.clone()))
             .ok_or_else(not_found)
+    }
+}
+
+/// Compiles the route tables of `vss` (each with the hosts to index it under; `None` = all
+/// of its hosts, expanded) into `vhosts`, the VirtualServices of a host in config order.
+fn compile_vhosts<'a>(
+    vss: impl Iterator<Item = (&'a Resource, Option<Vec<String>>)>,
+    vhosts: &mut HostIndex<VirtualHost>,
+    delegate: &dyn Fn(&str, &str) -> Option<VsRef<'a>>,
+    cache: &mut RegexCache,
+    domain: &ClusterDomain,
+    warnings: &mut Vec<ValidationError>,
+) {
+    let mut by_host: HostIndex<Vec<VsRef<'_>>> = HostIndex::new();
+    let mut host_order: Vec<String> = Vec::new();
+    for (res, hosts) in vss {
+        let Spec::VirtualService(vs) = &res.spec else {
+            continue;
+        };
+        let vs_ref = VsRef {
+            resource: res,
+            spec: vs,
+        };
+        let hosts = hosts.unwrap_or_else(|| {
+            vs.hosts
+                .iter()
+                .map(|h| expand_host(h, &res.metadata.namespace, domain).to_ascii_lowercase())
+                .collect()
+        });
+        for host in hosts {
+            let list = by_host.get_or_insert_with(&host, Vec::new);
+            if list.is_empty() {
+                host_order.push(host.clone());
+            }
+            list.push(vs_ref);
+        }
+    }
+    for host in &host_order {
+        let Some(vss) = by_host.get_pattern(host) else {
+            continue;
+        };
+        let (table, route_warnings) = RouteTable::compile(vss, delegate, cache, domain);
+        for w in route_warnings {
+            warnings.push(route_warning(&w));
+        }
+        let vh = vhosts.get_or_insert_with(host, || VirtualHost {
+            host: Arc::from(host.as_str()),
+            routes: None,
+        });
+        vh.routes = Some(table);
     }
 }
 
@@ -869,6 +1075,100 @@ spec:
         let snap = compile_with(&selected, &web, &StateRegistry::new());
         assert_eq!(subsets_of(&snap), ["mine"]);
         assert_eq!(subsets_of(&compile(&selected, "frontend")), ["service"]);
+    }
+
+    #[test]
+    fn gateways_are_served_by_selector_with_their_bound_virtual_services() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["bookinfo/*.example.com"]
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["*.example.com"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: other, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: bookinfo}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/edge]
+  http:
+  - route:
+    - destination: {host: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: outsider, namespace: default}
+spec:
+  hosts: [other.example.com]
+  gateways: [istio-system/edge]
+  http:
+  - route:
+    - destination: {host: reviews.bookinfo.svc.cluster.local}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure, namespace: bookinfo}
+spec:
+  hosts: [secure.example.com]
+  gateways: [istio-system/edge]
+  tls:
+  - match: [{sniHosts: [secure.example.com]}]
+    route:
+    - destination: {host: reviews}
+"#;
+        let full = format!("{SERVICE}---\n{yaml}");
+        let ingress = settings("istio-system", &[("istio", "ingressgateway")]);
+        let snap = compile_with(&full, &ingress, &StateRegistry::new());
+        let names: Vec<&str> = snap.served_gateways().iter().map(|g| &*g.name).collect();
+        assert_eq!(names, ["istio-system/edge"]);
+        let routes = |host: &str| {
+            snap.resolve_for_gateway("istio-system/edge", host)
+                .and_then(|r| r.value.routes().map(RouteTable::len))
+        };
+        assert_eq!(routes("shop.example.com"), Some(1));
+        // `bookinfo/*.example.com` admits only bookinfo's VirtualServices.
+        assert_eq!(routes("other.example.com"), None);
+        // Gateway hosts are not mesh hosts, nor the other way round.
+        // (`*.example.com` is a mesh service here, without routes.)
+        assert!(
+            snap.resolve("shop.example.com")
+                .and_then(|r| r.value.routes())
+                .is_none()
+        );
+        assert!(
+            snap.resolve_for_gateway("istio-system/edge", REVIEWS)
+                .is_none()
+        );
+        assert!(
+            snap.resolve_for_gateway("istio-system/other", "shop.example.com")
+                .is_none()
+        );
+        let tls: Vec<&str> = snap
+            .gateway_tls_routes()
+            .iter()
+            .map(|t| t.provenance.name.as_str())
+            .collect();
+        assert_eq!(tls, ["secure"]);
+        // A sidecar without the labels serves no gateway.
+        let sidecar = compile(&full, "bookinfo");
+        assert!(sidecar.served_gateways().is_empty());
+        assert!(sidecar.gateway_tls_routes().is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod backends;
+mod gateway;
 mod grpc;
 mod mesh_grpc;
 mod proxy;
