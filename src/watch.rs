@@ -34,6 +34,17 @@ impl Drop for WatchGuard {
     }
 }
 
+/// Whether a changed path is a file that cannot be config: it has an extension, and not one
+/// the loader reads (`.yaml`, `.yml`, `.json`). Paths without one (directories, Kubernetes'
+/// `..data` symlink swap) count as config changes.
+fn not_config(path: &std::path::Path) -> bool {
+    path.extension().is_some_and(|ext| {
+        !["yaml", "yml", "json"]
+            .iter()
+            .any(|c| ext.eq_ignore_ascii_case(c))
+    })
+}
+
 pub(crate) fn watch(
     mesh: Mesh,
     paths: Vec<PathBuf>,
@@ -54,6 +65,8 @@ pub(crate) fn watch(
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let msg = match event {
             Ok(e) if e.kind.is_access() => return,
+            // A log or an editor's swap file next to the config is not a config change.
+            Ok(e) if !e.paths.is_empty() && e.paths.iter().all(|p| not_config(p)) => return,
             Ok(_) => Ok(()),
             Err(e) => Err(e.to_string()),
         };
@@ -103,5 +116,22 @@ async fn run(
         }
         // Failures are logged and sent as events by reload itself.
         let _ = mesh.reload().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn only_config_files_and_directories_trigger_a_reload() {
+        assert!(!super::not_config(Path::new("/etc/mesh/vs.yaml")));
+        assert!(!super::not_config(Path::new("/etc/mesh/vs.YML")));
+        assert!(!super::not_config(Path::new("/etc/mesh/list.json")));
+        assert!(!super::not_config(Path::new("/etc/mesh/..data")));
+        assert!(!super::not_config(Path::new("/etc/mesh/sub")));
+        assert!(super::not_config(Path::new("/etc/mesh/proxy.log")));
+        assert!(super::not_config(Path::new("/etc/mesh/.vs.yaml.swp")));
+        assert!(super::not_config(Path::new("/etc/mesh/vs.yaml~")));
     }
 }

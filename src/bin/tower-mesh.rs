@@ -46,7 +46,8 @@ enum Command {
         #[arg(long)]
         no_warnings: bool,
     },
-    /// Run a proxy (sidecar outbound or inbound) from a directory of Istio YAML.
+    /// Run a proxy (sidecar outbound, inbound, or an ingress gateway) from a directory of
+    /// Istio YAML.
     Proxy(ProxyArgs),
 }
 
@@ -76,6 +77,47 @@ struct ProxyArgs {
     /// Seconds in-flight requests get to finish after SIGTERM or ctrl-c.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     drain_seconds: f64,
+    /// This workload's labels, `key=value` (repeatable; Gateways select by them, e.g.
+    /// `--labels istio=ingressgateway`).
+    #[arg(long = "labels", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// `--mode gateway`: serve Gateway port PORT on ADDR instead of on the listen IP with the
+    /// same port, `PORT=ADDR` (repeatable).
+    #[arg(long = "gateway-port", value_name = "PORT=ADDR", value_parser = parse_port_map)]
+    gateway_ports: Vec<(u16, SocketAddr)>,
+    /// Print an access log line per request on standard output.
+    #[arg(long, value_enum, default_value_t = AccessLogArg::Off)]
+    access_log: AccessLogArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AccessLogArg {
+    /// No access log (Istio's default).
+    Off,
+    /// Envoy's default text format.
+    Envoy,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn parse_port_map(s: &str) -> Result<(u16, SocketAddr), String> {
+    let (port, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected PORT=ADDR, got {s:?}"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("not a port number: {port:?}"))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("not a socket address: {addr:?}"))?;
+    Ok((port, addr))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +126,8 @@ enum ModeArg {
     Sidecar,
     /// Inbound: in front of the application at --app, with the workload's security policies.
     Inbound,
+    /// Ingress gateway: the Gateway resources selecting --labels, one listener per port.
+    Gateway,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,7 +150,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs on standard error (level from `RUST_LOG`-like `TOWER_MESH_LOG`: error, warn, info,
+/// debug, trace; default info), the access log undecorated on standard output.
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, fmt};
+
+    let level = std::env::var("TOWER_MESH_LOG")
+        .ok()
+        .and_then(|l| l.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let access = tower_mesh::telemetry::access_log::TARGET;
+    let logs = fmt::layer().with_writer(io::stderr).with_filter(
+        Targets::new()
+            .with_default(level)
+            .with_target(access, LevelFilter::OFF),
+    );
+    let access_log = fmt::layer()
+        .with_writer(io::stdout)
+        .event_format(MessageOnly)
+        .with_filter(Targets::new().with_target(access, LevelFilter::INFO));
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(access_log)
+        .try_init();
+}
+
+/// Formats an event as its message alone (an access-log line is complete as it is).
+struct MessageOnly;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for MessageOnly
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::FormatFields as _;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
 fn run_proxy(args: ProxyArgs) -> ExitCode {
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,18 +222,36 @@ fn run_proxy(args: ProxyArgs) -> ExitCode {
 async fn proxy(args: ProxyArgs) -> Result<(), tower_mesh::proxy::ProxyError> {
     use tower_mesh::proxy::{Mode, Proxy};
 
+    use tower_mesh::telemetry::access_log::AccessLogFormat;
+
     let mode = match (args.mode, args.app) {
         (ModeArg::Inbound, Some(app)) => Mode::Inbound { app },
+        (ModeArg::Gateway, _) => Mode::Gateway,
         _ => Mode::Sidecar,
+    };
+    let access_log = match args.access_log {
+        AccessLogArg::Off => None,
+        AccessLogArg::Envoy => Some(AccessLogFormat::Envoy),
+        AccessLogArg::Json => Some(AccessLogFormat::Json),
     };
     let drain = Duration::try_from_secs_f64(args.drain_seconds).unwrap_or(Duration::from_secs(5));
     let mut builder = Proxy::new(&args.config)
         .mode(mode)
         .namespace(args.namespace)
         .num_trusted_proxies(args.num_trusted_proxies)
-        .drain_timeout(drain);
+        .drain_timeout(drain)
+        .access_log(access_log);
+    if !args.labels.is_empty() {
+        builder = builder.labels(args.labels.clone());
+    }
     for addr in &args.listen {
         builder = builder.listen(*addr);
+    }
+    for (port, addr) in &args.gateway_ports {
+        builder = builder.gateway_port(*port, *addr);
+    }
+    if let Some(admin) = args.admin {
+        builder = builder.admin(admin);
     }
     let proxy = builder.bind().await?;
     let handle = proxy.handle();
@@ -148,16 +259,8 @@ async fn proxy(args: ProxyArgs) -> Result<(), tower_mesh::proxy::ProxyError> {
         // Tests and scripts read this line to find an ephemeral port.
         println!("tower-mesh proxy: listening on {addr}");
     }
-    if let Some(admin) = args.admin {
-        // TODO(lead): serve the admin endpoint once `tower_mesh::admin` (wt-admin) is merged:
-        //     let registry = Arc::new(Mutex::new(Registry::default()));
-        //     // before `bind`: builder.configure({ let r = registry.clone();
-        //     //     move |b| b.metrics(&mut r.lock().unwrap_or_else(PoisonError::into_inner)) })
-        //     let app = tower_mesh::admin::router(handle.mesh().clone(), registry);
-        //     let listener = tokio::net::TcpListener::bind(admin).await?;
-        //     tokio::spawn(axum::serve(listener, app)
-        //         .with_graceful_shutdown(/* the same shutdown signal */).into_future());
-        eprintln!("warning: --admin {admin}: the admin endpoint is not in this build yet");
+    if let Some(addr) = handle.admin_addr() {
+        println!("tower-mesh proxy: admin on {addr}");
     }
     let signals = handle.clone();
     tokio::spawn(async move {

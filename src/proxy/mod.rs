@@ -16,8 +16,15 @@
 //!   traffic with the workload's PeerAuthentication (mutual TLS, `PERMISSIVE`), applies
 //!   RequestAuthentication and AuthorizationPolicy ([`Mesh::inbound`]) and forwards to the
 //!   local application ([`LocalApp`]).
-//! - **ingress gateway**: [`gateway`]. Not selectable here yet (a `TODO(lead)` in
-//!   [`BoundProxy::serve`] says how it joins).
+//! - **ingress gateway** ([`Mode::Gateway`]): the Gateway resources whose `selector` matches
+//!   the proxy's [`labels`](Proxy::labels), one listener per server port, TLS termination,
+//!   SNI passthrough and `httpsRedirect` ([`gateway::IngressGateway`]), HTTP routed by the
+//!   VirtualServices bound to each Gateway.
+//!
+//! Every mode continues or starts a trace (W3C `traceparent` or B3) and sets `x-request-id`
+//! ([`TraceLayer`](crate::telemetry::trace::TraceLayer)); [`access_log`](Proxy::access_log)
+//! adds Envoy's access log; [`admin`](Proxy::admin) serves the admin endpoint (feature
+//! `admin`) with the mesh's metrics.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), tower_mesh::proxy::ProxyError> {
@@ -50,6 +57,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::Layer;
+use tower::util::option_layer;
 
 pub use app::{LocalApp, LocalAppFuture};
 pub use forward::{
@@ -59,6 +67,8 @@ pub use forward::{
 
 use crate::mesh::{Mesh, MeshBuilder};
 use crate::server::Server;
+use crate::telemetry::access_log::{AccessLogFormat, AccessLogLayer};
+use crate::telemetry::trace::TraceLayer;
 
 /// What the proxy does with the traffic it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +84,10 @@ pub enum Mode {
         /// The local application's address (`127.0.0.1:8080`).
         app: SocketAddr,
     },
+    /// Ingress gateway: the Gateway resources selecting this proxy's labels, one listener
+    /// per Gateway server port (on the IP of the first listen address, or where
+    /// [`Proxy::gateway_port`] maps it).
+    Gateway,
 }
 
 /// Why a proxy could not start.
@@ -95,6 +109,10 @@ pub enum ProxyError {
     /// The config directory could not be watched for changes.
     #[error("cannot watch the config for changes: {0}")]
     Watch(#[source] crate::Error),
+    /// The Gateway resources cannot be served (no Gateway selects the proxy's labels, a
+    /// certificate file is unreadable, an unsupported TLS setting).
+    #[error("cannot serve the gateway: {0}")]
+    Gateway(#[source] crate::Error),
     /// Serving failed (a listener's address could not be read).
     #[error("proxy failed: {0}")]
     Io(#[from] std::io::Error),
@@ -114,6 +132,13 @@ pub struct Proxy {
     limits: Limits,
     drain: Duration,
     watch: Option<Duration>,
+    labels: Option<Vec<(String, String)>>,
+    gateway_ports: Vec<(u16, SocketAddr)>,
+    access_log: Option<AccessLogFormat>,
+    #[cfg(feature = "admin")]
+    admin: Option<SocketAddr>,
+    #[cfg(feature = "admin")]
+    registry: Option<Arc<std::sync::Mutex<prometheus_client::registry::Registry>>>,
 }
 
 /// The server limits a proxy sets ([`Server`]'s defaults where `None`).
@@ -178,6 +203,13 @@ impl Proxy {
             limits: Limits::default(),
             drain: Duration::from_secs(5),
             watch: Some(Duration::from_millis(200)),
+            labels: None,
+            gateway_ports: Vec::new(),
+            access_log: None,
+            #[cfg(feature = "admin")]
+            admin: None,
+            #[cfg(feature = "admin")]
+            registry: None,
         }
     }
 
@@ -216,6 +248,57 @@ impl Proxy {
     /// `numTrustedProxies`; default 0). See [`MeshBuilder::num_trusted_proxies`].
     pub fn num_trusted_proxies(mut self, n: u32) -> Self {
         self.num_trusted_proxies = Some(n);
+        self
+    }
+
+    /// This workload's labels (`istio: ingressgateway` for a gateway: Gateways select the
+    /// proxies they run on by `selector`; sidecar policies by `selector.matchLabels`).
+    pub fn labels<K: Into<String>, V: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.labels = Some(
+            labels
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        self
+    }
+
+    /// In [`Mode::Gateway`], serve the Gateway server port `port` on `addr` instead of on
+    /// the listen IP with the same port (ports below 1024 need privileges; tests bind port 0).
+    pub fn gateway_port(mut self, port: u16, addr: SocketAddr) -> Self {
+        self.gateway_ports.push((port, addr));
+        self
+    }
+
+    /// Log every request in Envoy's default access-log format or as JSON, through `tracing`
+    /// (target `tower_mesh::access_log`), when its response has ended. Off by default, as in
+    /// Istio (`meshConfig.accessLogFile` unset).
+    pub fn access_log(mut self, format: Option<AccessLogFormat>) -> Self {
+        self.access_log = format;
+        self
+    }
+
+    /// Serve the admin endpoint ([`crate::admin::router`]: `/metrics`, `/config_dump`,
+    /// `/clusters`, `/ready`, `/healthz`, `POST /reload`) on `addr`. Its `/metrics` has the
+    /// mesh's Istio metrics when the proxy builds the mesh; with [`with_mesh`](Self::with_mesh),
+    /// give the registry that mesh was built with ([`registry`](Self::registry)).
+    #[cfg(feature = "admin")]
+    pub fn admin(mut self, addr: SocketAddr) -> Self {
+        self.admin = Some(addr);
+        self
+    }
+
+    /// The metrics registry the admin endpoint serves. When the proxy builds the mesh it
+    /// registers the mesh's metrics in it (a new registry when none is given).
+    #[cfg(feature = "admin")]
+    pub fn registry(
+        mut self,
+        registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+    ) -> Self {
+        self.registry = Some(registry);
         self
     }
 
@@ -271,6 +354,12 @@ impl Proxy {
     /// Builds the mesh and binds every listen address; nothing is served until
     /// [`BoundProxy::serve`].
     pub async fn bind(self) -> Result<BoundProxy, ProxyError> {
+        #[cfg(feature = "admin")]
+        let registry = match (&self.registry, self.admin) {
+            (Some(r), _) => Some(r.clone()),
+            (None, Some(_)) => Some(Arc::default()),
+            (None, None) => None,
+        };
         let mesh = match self.mesh {
             Some(mesh) => mesh,
             None => {
@@ -284,6 +373,18 @@ impl Proxy {
                 if let Some(n) = self.num_trusted_proxies {
                     builder = builder.num_trusted_proxies(n);
                 }
+                if let Some(labels) = self.labels {
+                    builder = builder.labels(labels);
+                }
+                #[cfg(feature = "admin")]
+                if self.mesh.is_none()
+                    && let Some(registry) = &registry
+                {
+                    let mut r = registry
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    builder = builder.metrics(&mut r);
+                }
                 if let Some(configure) = self.configure {
                     builder = configure(builder);
                 }
@@ -296,16 +397,60 @@ impl Proxy {
             self.listen
         };
         let mut listeners = Vec::with_capacity(addrs.len());
-        for addr in addrs {
-            let listener = TcpListener::bind(addr)
+        let mut gateway = None;
+        if self.mode == Mode::Gateway {
+            // Reading the certificate files blocks: off the runtime's workers.
+            let m = mesh.clone();
+            let gw = tokio::task::spawn_blocking(move || gateway::IngressGateway::new(&m))
                 .await
-                .map_err(|source| ProxyError::Bind { addr, source })?;
-            listeners.push(listener);
+                .map_err(|e| ProxyError::Io(std::io::Error::other(e)))?
+                .map_err(ProxyError::Gateway)?;
+            let ip = addrs.first().map_or(DEFAULT_LISTEN.ip(), SocketAddr::ip);
+            let mut bound = Vec::new();
+            for port in gw.ports() {
+                let addr = self
+                    .gateway_ports
+                    .iter()
+                    .find(|(p, _)| *p == port)
+                    .map_or(SocketAddr::new(ip, port), |(_, a)| *a);
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ProxyError::Bind { addr, source })?;
+                bound.push((port, listener));
+            }
+            gateway = Some((gw, bound));
+        } else {
+            for addr in addrs {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ProxyError::Bind { addr, source })?;
+                listeners.push(listener);
+            }
         }
-        let local_addrs = listeners
+        let mut local_addrs = listeners
             .iter()
             .map(TcpListener::local_addr)
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some((_, bound)) = &gateway {
+            for (_, listener) in bound {
+                local_addrs.push(listener.local_addr()?);
+            }
+        }
+        #[cfg(feature = "admin")]
+        let admin = match (self.admin, registry) {
+            (Some(addr), Some(registry)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ProxyError::Bind { addr, source })?;
+                Some((listener, registry))
+            }
+            _ => None,
+        };
+        #[cfg(feature = "admin")]
+        let admin_addr = match &admin {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
         #[cfg(feature = "watch")]
         let watch_guard = match self.watch {
             Some(debounce) => Some(mesh.watch(debounce).map_err(ProxyError::Watch)?),
@@ -317,8 +462,14 @@ impl Proxy {
                 mesh,
                 local_addrs: local_addrs.into(),
                 shutdown: Arc::new(shutdown),
+                #[cfg(feature = "admin")]
+                admin_addr,
             },
             listeners,
+            gateway,
+            access_log: self.access_log,
+            #[cfg(feature = "admin")]
+            admin,
             mode: self.mode,
             limits: self.limits,
             drain: self.drain,
@@ -334,6 +485,8 @@ pub struct ProxyHandle {
     mesh: Mesh,
     local_addrs: Arc<[SocketAddr]>,
     shutdown: Arc<watch::Sender<bool>>,
+    #[cfg(feature = "admin")]
+    admin_addr: Option<SocketAddr>,
 }
 
 impl ProxyHandle {
@@ -345,9 +498,16 @@ impl ProxyHandle {
         self.shutdown.send_replace(true);
     }
 
-    /// The bound addresses, in the order they were given.
+    /// The bound addresses, in the order they were given; in [`Mode::Gateway`], one per
+    /// Gateway server port, in port order ([`gateway::IngressGateway::ports`]).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The admin endpoint's bound address, when [`Proxy::admin`] asked for one.
+    #[cfg(feature = "admin")]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The mesh the proxy serves (for `reload`, `subscribe`, the admin router).
@@ -360,6 +520,13 @@ impl ProxyHandle {
 pub struct BoundProxy {
     handle: ProxyHandle,
     listeners: Vec<TcpListener>,
+    gateway: Option<(gateway::IngressGateway, Vec<(u16, TcpListener)>)>,
+    access_log: Option<AccessLogFormat>,
+    #[cfg(feature = "admin")]
+    admin: Option<(
+        TcpListener,
+        Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+    )>,
     mode: Mode,
     limits: Limits,
     drain: Duration,
@@ -388,6 +555,10 @@ impl BoundProxy {
         let BoundProxy {
             handle,
             listeners,
+            gateway,
+            access_log,
+            #[cfg(feature = "admin")]
+            admin,
             mode,
             limits,
             drain,
@@ -396,37 +567,49 @@ impl BoundProxy {
         } = self;
         let mesh = handle.mesh.clone();
         let mut tasks = JoinSet::new();
+        let log = access_log.map(|f| AccessLogLayer::new().format(f));
         for listener in listeners {
             let stopped = stopped(handle.shutdown.subscribe());
             match mode {
-                Mode::Sidecar => {
+                Mode::Sidecar | Mode::Gateway => {
                     // The application speaks plaintext to its sidecar.
                     let server = limits.apply(Server::standalone(), drain);
-                    let stack = Forward::new(&mesh);
+                    let stack =
+                        TraceLayer::new().layer(option_layer(log).layer(Forward::new(&mesh)));
                     tasks.spawn(server.serve_with_shutdown(listener, stack, stopped));
                 }
                 Mode::Inbound { app } => {
                     let server = limits.apply(Server::new(&mesh), drain);
                     let forward =
                         Forward::with_service(LocalApp::new(app), mesh.num_trusted_proxies());
-                    let stack = ClientAddrLayer::new(mesh.num_trusted_proxies())
-                        .layer(mesh.inbound().layer(forward));
+                    let stack = TraceLayer::new().layer(
+                        option_layer(log).layer(
+                            ClientAddrLayer::new(mesh.num_trusted_proxies())
+                                .layer(mesh.inbound().layer(forward)),
+                        ),
+                    );
                     tasks.spawn(server.serve_with_shutdown(listener, stack, stopped));
                 }
             }
         }
-        // TODO(lead): a `Mode::Gateway` arm, once `gateway::IngressGateway` (wt-gateway) is
-        // merged. `bind` would then, for that mode, build the gateway before binding and bind
-        // one listener per Gateway server port on each listen address's IP:
-        //     let gw = gateway::IngressGateway::new(&mesh).map_err(ProxyError::Mesh)?
-        //         .server(limits.apply(Server::standalone(), drain))
-        //         .shutdown_grace(drain);
-        //     for port in gw.ports() { /* TcpListener::bind((ip, port)) → (port, listener) */ }
-        // and `serve` spawns, with `Forward::new(&mesh)` as the HTTP forwarder (it decides the
-        // `ClientAddr` and x-forwarded-* as Envoy's `use_remote_address: true` edge does):
-        //     tasks.spawn(gw.serve(port_listeners, Forward::new(&mesh), stopped(rx)));
-        // The binary then maps `--mode gateway` to it (and needs `--labels` for the
-        // Gateways' `selector`).
+        if let Some((gw, bound)) = gateway {
+            let gw = gw
+                .server(limits.apply(Server::standalone(), drain))
+                .shutdown_grace(drain);
+            // Forward decides the client address and x-forwarded-* as Envoy's edge
+            // (`use_remote_address: true`) does.
+            let stack = TraceLayer::new().layer(option_layer(log).layer(Forward::new(&mesh)));
+            let stopped = stopped(handle.shutdown.subscribe());
+            tasks.spawn(gw.serve(bound, stack, stopped));
+        }
+        #[cfg(feature = "admin")]
+        if let Some((listener, registry)) = admin {
+            let app = crate::admin::router(mesh.clone(), registry);
+            let stopped = stopped(handle.shutdown.subscribe());
+            // The admin port drains with the rest (a short grace: its answers are quick).
+            let server = Server::standalone().shutdown_grace(Duration::from_secs(1));
+            tasks.spawn(server.serve_with_shutdown(listener, app, stopped));
+        }
         let mut result = Ok(());
         while let Some(joined) = tasks.join_next().await {
             match joined {

@@ -720,3 +720,102 @@ async fn inbound_mode_terminates_mutual_tls_and_enforces_policy_before_the_app()
     assert!(echo.is_none());
     assert_eq!(app.hits(), 1);
 }
+
+/// The issue's mesh plus a Gateway `edge` (selector `istio: ingressgateway`, port 8080,
+/// hosts `*.example.com`) and a VirtualService bound to it sending `shop.example.com` to v1.
+fn gateway_config(s: &Setup) -> String {
+    format!(
+        r#"{}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8080, name: http, protocol: HTTP}}
+    hosts: ["*.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop, namespace: default}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge]
+  http:
+  - route:
+    - destination: {{host: my-app, subset: v1}}
+"#,
+        config(s.v1.port(), s.v2.port(), 80)
+    )
+}
+
+#[tokio::test]
+async fn gateway_mode_serves_the_gateway_port_traced_with_the_admin_endpoint() {
+    let s = setup(80);
+    write(s.dir.path(), "mesh.yaml", &gateway_config(&s));
+    let (handle, task) = start(
+        Proxy::new(s.dir.path())
+            .mode(Mode::Gateway)
+            .labels([("istio", "ingressgateway")])
+            .gateway_port(8080, loopback())
+            .admin(loopback()),
+    )
+    .await;
+    let gw = addr(&handle);
+
+    // Bound to the gateway: the host its VirtualService names, traced on the way.
+    let reply = get(gw, &[("host", "shop.example.com")]).await;
+    assert_eq!(reply.status, 200);
+    let echo = reply.echo();
+    assert_eq!(echo.backend, "v1");
+    let traceparent = echo
+        .headers
+        .get("traceparent")
+        .expect("a trace was started");
+    assert!(traceparent.starts_with("00-"), "{traceparent}");
+    assert!(echo.headers.contains_key("x-request-id"));
+    // A host of the server that no bound VirtualService claims: 404 NR, as Envoy.
+    let miss = get(gw, &[("host", "other.example.com")]).await;
+    assert_eq!(miss.status, 404);
+    // The mesh's own host is not served by the gateway (no VirtualService binds it there).
+    let mesh_host = get(gw, &[("host", "my-app")]).await;
+    assert_eq!(mesh_host.status, 404);
+    assert_eq!(s.v1.hits() + s.v2.hits(), 1);
+
+    // The admin endpoint: ready, and a config dump naming the gateway's VirtualService.
+    let admin = handle.admin_addr().expect("the admin endpoint is bound");
+    let mut c = Client::http1(admin).await.expect("connect to admin");
+    let ready = c.get("/ready", &[]).await.expect("ready");
+    assert_eq!(ready.status, 200);
+    let dump = c.get("/config_dump", &[]).await.expect("config_dump");
+    assert_eq!(dump.status, 200);
+    let text = String::from_utf8_lossy(&dump.body);
+    assert!(text.contains("\"shop\""), "{text}");
+
+    handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the proxy drains")
+        .expect("the serve task");
+    // Every listener is closed, the admin port included.
+    assert!(TcpStream::connect(gw).await.is_err());
+    assert!(TcpStream::connect(admin).await.is_err());
+}
+
+#[tokio::test]
+async fn gateway_mode_without_a_selected_gateway_is_a_clear_error() {
+    let s = setup(80);
+    write(s.dir.path(), "mesh.yaml", &gateway_config(&s));
+    let err = Proxy::new(s.dir.path())
+        .mode(Mode::Gateway)
+        .labels([("istio", "eastwestgateway")])
+        .gateway_port(8080, loopback())
+        .bind()
+        .await
+        .expect_err("no Gateway selects these labels");
+    assert!(
+        matches!(err, tower_mesh::proxy::ProxyError::Gateway(_)),
+        "{err}"
+    );
+}
