@@ -36,13 +36,17 @@ impl Drop for WatchGuard {
 
 /// Whether a changed path is a file that cannot be config: it has an extension, and not one
 /// the loader reads (`.yaml`, `.yml`, `.json`). Paths without one (directories, Kubernetes'
-/// `..data` symlink swap) count as config changes.
+/// `..data` / `..data_tmp` symlink swap) count as config changes.
 fn not_config(path: &std::path::Path) -> bool {
-    path.extension().is_some_and(|ext| {
-        !["yaml", "yml", "json"]
-            .iter()
-            .any(|c| ext.eq_ignore_ascii_case(c))
-    })
+    let swap = path
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b".."));
+    !swap
+        && path.extension().is_some_and(|ext| {
+            !["yaml", "yml", "json"]
+                .iter()
+                .any(|c| ext.eq_ignore_ascii_case(c))
+        })
 }
 
 pub(crate) fn watch(
@@ -129,6 +133,7 @@ mod tests {
         assert!(!super::not_config(Path::new("/etc/mesh/vs.YML")));
         assert!(!super::not_config(Path::new("/etc/mesh/list.json")));
         assert!(!super::not_config(Path::new("/etc/mesh/..data")));
+        assert!(!super::not_config(Path::new("/etc/mesh/..data_tmp")));
         assert!(!super::not_config(Path::new("/etc/mesh/sub")));
         assert!(super::not_config(Path::new("/etc/mesh/proxy.log")));
         assert!(super::not_config(Path::new("/etc/mesh/.vs.yaml.swp")));
