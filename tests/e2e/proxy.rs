@@ -819,3 +819,112 @@ async fn gateway_mode_without_a_selected_gateway_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Sums the `istio_requests_total` series of an OpenMetrics text whose labels include every
+/// `key="value"` pair of `labels`.
+fn requests_total(metrics: &str, labels: &[(&str, &str)]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn proxy_metrics_equal_what_the_client_saw_through_an_abort_fault() {
+    let s = setup(80);
+    let faulty = config(s.v1.port(), s.v2.port(), 80).replace(
+        "  - route:\n",
+        "  - fault:\n      abort: {httpStatus: 418, percentage: {value: 30}}\n    route:\n",
+    );
+    assert_ne!(
+        faulty,
+        config(s.v1.port(), s.v2.port(), 80),
+        "the fault is in"
+    );
+    write(s.dir.path(), "mesh.yaml", &faulty);
+    let (handle, _task) = start(
+        Proxy::new(s.dir.path())
+            .listen(loopback())
+            .admin(loopback()),
+    )
+    .await;
+    let mut c = Client::http1(addr(&handle)).await.expect("connect");
+    let (mut ok, mut aborted) = (0u64, 0u64);
+    for _ in 0..300 {
+        let reply = c.get("/", &[("host", "my-app")]).await.expect("reply");
+        match reply.status.as_u16() {
+            200 => ok += 1,
+            418 => aborted += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok > 0 && aborted > 0, "ok {ok}, aborted {aborted}");
+    assert_eq!(
+        s.v1.hits() + s.v2.hits(),
+        ok as usize,
+        "aborts never reach a backend"
+    );
+
+    let admin = handle.admin_addr().expect("admin");
+    let mut a = Client::http1(admin).await.expect("connect to admin");
+    let metrics = a.get("/metrics", &[]).await.expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    let source = ("reporter", "source");
+    assert_eq!(
+        requests_total(
+            &text,
+            &[source, ("response_code", "200"), ("response_flags", "-")]
+        ),
+        ok,
+        "{text}"
+    );
+    assert_eq!(
+        requests_total(
+            &text,
+            &[source, ("response_code", "418"), ("response_flags", "FI")]
+        ),
+        aborted,
+        "{text}"
+    );
+    assert_eq!(requests_total(&text, &[source]), ok + aborted, "{text}");
+}
+
+#[tokio::test]
+async fn the_proxy_continues_w3c_and_b3_traces_with_a_new_parent_span() {
+    let s = setup(100);
+    let (handle, _task) = sidecar(&s).await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = get(
+        addr(&handle),
+        &[("host", "my-app"), ("traceparent", incoming)],
+    )
+    .await;
+    let seen = reply.echo().headers["traceparent"].clone();
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "{seen}");
+    assert_eq!(
+        parts[1], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "same trace id"
+    );
+    assert_ne!(parts[2], "00f067aa0ba902b7", "a new parent span id");
+    assert_eq!(parts[3], "01", "the sampling decision is kept");
+
+    let b3 = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
+    let reply = get(addr(&handle), &[("host", "my-app"), ("b3", b3)]).await;
+    let echo = reply.echo();
+    assert!(!echo.headers.contains_key("traceparent"), "B3 in, B3 out");
+    let seen = echo.headers["b3"].clone();
+    let mut parts = seen.split('-');
+    assert_eq!(parts.next(), Some("80f198ee56343ba864fe8b2a57d3eff7"));
+    let span = parts.next().expect("a span id");
+    assert_ne!(span, "e457b5a2e4d86bd1");
+    assert_eq!(span.len(), 16);
+    // Each request got an x-request-id.
+    assert!(echo.headers.contains_key("x-request-id"));
+}
