@@ -38,7 +38,8 @@
 //! # Traces and the access log (always available)
 //!
 //! [`trace::TraceLayer`] continues W3C / B3 traces, adds `x-request-id`, and opens a
-//! `tracing` span per request; [`access_log::AccessLogLayer`] writes Envoy's default access
+//! `tracing` span per request at `DEBUG` level (a subscriber at `INFO`, the usual production
+//! level, pays nothing for it); [`access_log::AccessLogLayer`] writes Envoy's default access
 //! log line (or JSON) through `tracing` at target `tower_mesh::access_log`.
 //!
 //! # Where the layers go

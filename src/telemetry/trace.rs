@@ -453,7 +453,7 @@ where
             Some(d) => d.destination(),
             None => req.uri().host().unwrap_or("-"),
         };
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "mesh.request",
             method = %req.method(),
             route,
