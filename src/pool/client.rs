@@ -21,7 +21,7 @@ use super::connect::{
 };
 use super::reset::upstream_reset;
 use super::{PoolKey, PoolSettings, PoolStats};
-use crate::body::{MeshBody, boxed};
+use crate::body::{BodyGuards, MeshBody, boxed};
 use crate::error::{Error, ResetReason};
 
 /// The connections to one endpoint (one [`PoolKey`]): a set of HTTP/1.1 connections, or one
@@ -314,7 +314,18 @@ impl Pool {
     /// `ConnectionTermination` (`UC`), `RemoteReset` (`UR`) or `ProtocolError` (`UPE`) when the
     /// request fails before the response headers.
     pub async fn send(&self, req: Request<MeshBody>) -> Result<Response<MeshBody>, Error> {
-        let guard = InFlight::new(self.inner.clone());
+        self.send_guarded(req, BodyGuards::default()).await
+    }
+
+    /// [`send`](Self::send), the response body also keeping `guards` until it ends or is
+    /// dropped (an error, or a response whose body is already over, releases them at
+    /// once): the one body wrapper of the mesh client's responses.
+    pub(crate) async fn send_guarded(
+        &self,
+        req: Request<MeshBody>,
+        guards: BodyGuards,
+    ) -> Result<Response<MeshBody>, Error> {
+        let guard = InFlight::new(self.inner.clone(), guards);
         let use_h2 = match self.inner.key.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Http2 => true,
@@ -475,7 +486,7 @@ impl Inner {
             Checkout::H2 => {
                 // An ALPN pool just learnt that the endpoint speaks h2.
                 let prepared = prepare_h2(req, &self.key.tls);
-                return self.send_h2(prepared, guard).await;
+                return Box::pin(self.send_h2(prepared, guard)).await;
             }
         };
         let replay = if conn.served > 0 {
@@ -504,9 +515,11 @@ impl Inner {
         );
         // The stale connection's slot goes to its replacement: no waiting in line again.
         let H1Conn { slot, budget, .. } = conn;
-        let mut conn = match self.connect_h1(slot, budget, authority.as_ref()).await? {
+        let mut conn = match Box::pin(self.connect_h1(slot, budget, authority.as_ref())).await? {
             Checkout::H1(conn) => conn,
-            Checkout::H2 => return self.send_h2(prepare_h2(req, &self.key.tls), guard).await,
+            Checkout::H2 => {
+                return Box::pin(self.send_h2(prepare_h2(req, &self.key.tls), guard)).await;
+            }
         };
         conn.served = conn.served.saturating_add(1);
         match conn.tx.try_send_request(req).await {
@@ -542,7 +555,7 @@ impl Inner {
             let conn = match got? {
                 Got::Idle(conn) => conn,
                 Got::Connect(slot, budget) => {
-                    return self.connect_h1(slot, budget, authority).await;
+                    return Box::pin(self.connect_h1(slot, budget, authority)).await;
                 }
                 Got::Wait(rx, _pending) => match rx.await {
                     Ok(Handoff::Conn(conn)) => conn,
@@ -553,7 +566,7 @@ impl Inner {
                             .connection_limit
                             .as_ref()
                             .and_then(|l| l.breaker.try_open_connection(&l.limits));
-                        return self.connect_h1(slot, budget, authority).await;
+                        return Box::pin(self.connect_h1(slot, budget, authority)).await;
                     }
                     Err(_) => continue,
                 },
@@ -574,7 +587,7 @@ impl Inner {
             }
             // Closed while idle: its slot (and budget place) opens a fresh connection.
             drop(tx);
-            return self.connect_h1(slot, budget, authority).await;
+            return Box::pin(self.connect_h1(slot, budget, authority)).await;
         }
     }
 

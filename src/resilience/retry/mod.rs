@@ -192,7 +192,7 @@ impl RetryPolicy {
 #[derive(Clone)]
 pub struct TryContext {
     attempt: u32,
-    tried: Arc<Mutex<Vec<SocketAddr>>>,
+    tried: Arc<Mutex<Tried>>,
     avoid_previous: bool,
     remote_localities: bool,
 }
@@ -236,37 +236,28 @@ impl TryContext {
         self.attempt > 1
     }
 
+    fn with_tried<T>(&self, f: impl FnOnce(&mut Tried) -> T) -> T {
+        f(&mut self.tried.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Records the endpoint this try goes to (called by the balancer).
     pub fn record(&self, addr: SocketAddr) {
-        self.tried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(addr);
+        self.with_tried(|t| t.push(addr));
     }
 
     /// The endpoint the latest try went to, if it got as far as choosing one.
     pub fn last_tried(&self) -> Option<SocketAddr> {
-        self.tried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .last()
-            .copied()
+        self.with_tried(|t| t.iter().last())
     }
 
     /// The endpoints tried so far by this request, in order.
     pub fn tried(&self) -> Vec<SocketAddr> {
-        self.tried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.with_tried(|t| t.iter().collect())
     }
 
     /// Whether an earlier try went to `addr`.
     pub fn was_tried(&self, addr: &SocketAddr) -> bool {
-        self.tried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(addr)
+        self.with_tried(|t| t.iter().any(|a| a == *addr))
     }
 
     /// Whether the balancer should avoid `addr` for this try: a retry, with previous-host
@@ -279,6 +270,32 @@ impl TryContext {
     /// Whether retries may go to other localities (`retryRemoteLocalities`).
     pub fn retry_remote_localities(&self) -> bool {
         self.remote_localities
+    }
+}
+
+/// The endpoints a request's tries went to: the first few inline (Istio's default policy
+/// makes at most three tries), so recording the first try allocates nothing.
+#[derive(Default)]
+struct Tried {
+    inline: [Option<SocketAddr>; TRIED_INLINE],
+    more: Vec<SocketAddr>,
+}
+
+const TRIED_INLINE: usize = 3;
+
+impl Tried {
+    fn push(&mut self, addr: SocketAddr) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(addr),
+            None => self.more.push(addr),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.inline
+            .iter()
+            .map_while(|slot| *slot)
+            .chain(self.more.iter().copied())
     }
 }
 
