@@ -7,6 +7,7 @@ mod support;
 mod backends;
 mod grpc;
 mod mesh_grpc;
+mod perf;
 mod registry;
 mod reload;
 mod resilience;

@@ -699,11 +699,14 @@ struct RetryRun<G> {
 }
 
 impl<G: RetryGate> RetryRun<G> {
-    async fn run<S, F>(
+    /// Starts the first try now and returns the loop over it and its retries. (Not an
+    /// `async fn`: the request is split, copied for retries and handed to the first try
+    /// before the future exists, so the future holds none of it twice.)
+    fn run<S, F>(
         self,
         mut svc: S,
         req: Request<MeshBody>,
-    ) -> Result<Response<MeshBody>, Error>
+    ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send
     where
         S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = Error, Future = F>
             + Send,
@@ -721,78 +724,80 @@ impl<G: RetryGate> RetryRun<G> {
             }
         };
         let ctx = TryContext::new(&self.policy);
-        let mut retries: u32 = 0;
-        let mut next_body = first_body;
-        let mut retry_guard: Option<G::RetryGuard> = None;
         // The first try takes the request as it came, extensions and all; retries are rebuilt
         // from a copy of its head and the routing decision (what the layers below read).
         let head = Head::of(&parts);
-        let mut first = Some(parts);
-        loop {
-            let parts = match first.take() {
-                Some(parts) => parts,
-                None => head.parts(),
-            };
-            let mut req: Request<MeshBody> = Request::from_parts(parts, next_body);
-            req.extensions_mut().insert(ctx.for_attempt(retries + 1));
-            let try_guard = self.shared.gate.start_try(&self.cluster, retries > 0);
-            let fut: F = svc.call(req);
-            let result = match self.policy.per_try_timeout {
-                Some(limit) => match tokio::time::timeout(limit, fut).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        self.report_timeout(&ctx);
-                        Err(Error::Timeout { timeout: limit })
-                    }
-                },
-                None => fut.await,
-            };
-            drop(try_guard);
-            drop(retry_guard.take());
+        let mut req: Request<MeshBody> = Request::from_parts(parts, first_body);
+        req.extensions_mut().insert(ctx.for_attempt(1));
+        let first_guard = self.shared.gate.start_try(&self.cluster, false);
+        let first: F = svc.call(req);
+        async move {
+            let mut retries: u32 = 0;
+            let mut retry_guard: Option<G::RetryGuard> = None;
+            // Each pass awaits `fut`; a retry starts the next one at the end of the pass.
+            let (mut fut, mut try_guard) = (first, first_guard);
+            loop {
+                let result = match self.policy.per_try_timeout {
+                    Some(limit) => match tokio::time::timeout(limit, fut).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            self.report_timeout(&ctx);
+                            Err(Error::Timeout { timeout: limit })
+                        }
+                    },
+                    None => fut.await,
+                };
+                drop(try_guard);
+                drop(retry_guard.take());
 
-            if !self.policy.should_retry(Outcome::of(&result)) {
-                return result;
-            }
-            if retries >= self.policy.attempts {
-                return exhausted(result, retries);
-            }
-            let body = match &replay {
-                Replay::Empty => body::empty(),
-                Replay::Body(original) => match original.replay() {
-                    Some(again) => body::boxed(again),
-                    None => {
+                if !self.policy.should_retry(Outcome::of(&result)) {
+                    return result;
+                }
+                if retries >= self.policy.attempts {
+                    return exhausted(result, retries);
+                }
+                let body = match &replay {
+                    Replay::Empty => body::empty(),
+                    Replay::Body(original) => match original.replay() {
+                        Some(again) => body::boxed(again),
+                        None => {
+                            self.emit(|cluster| RetryEvent::BodyNotReplayable { cluster });
+                            return result;
+                        }
+                    },
+                    Replay::Once => {
                         self.emit(|cluster| RetryEvent::BodyNotReplayable { cluster });
                         return result;
                     }
-                },
-                Replay::Once => {
-                    self.emit(|cluster| RetryEvent::BodyNotReplayable { cluster });
-                    return result;
+                };
+                match self.shared.gate.admit_retry(&self.cluster) {
+                    Ok(guard) => retry_guard = Some(guard),
+                    Err(refused) => {
+                        self.emit(|cluster| RetryEvent::RetryRefused { cluster, refused });
+                        // Envoy marks a retry refused by a circuit breaker `UO`.
+                        return result.map(|mut resp| {
+                            ResponseFlags::record(
+                                resp.extensions_mut(),
+                                ResponseFlag::UpstreamOverflow,
+                            );
+                            resp
+                        });
+                    }
                 }
-            };
-            match self.shared.gate.admit_retry(&self.cluster) {
-                Ok(guard) => retry_guard = Some(guard),
-                Err(refused) => {
-                    self.emit(|cluster| RetryEvent::RetryRefused { cluster, refused });
-                    // Envoy marks a retry refused by a circuit breaker `UO`.
-                    return result.map(|mut resp| {
-                        ResponseFlags::record(
-                            resp.extensions_mut(),
-                            ResponseFlag::UpstreamOverflow,
-                        );
-                        resp
-                    });
+                // Release the discarded response (and its connection) before waiting.
+                drop(result);
+                retries += 1;
+                let wait = self.policy.backoff.delay(retries, &self.shared.jitter);
+                if !wait.is_zero() {
+                    // Boxed: the backoff timer stays out of every request's future.
+                    Box::pin(tokio::time::sleep(wait)).await;
                 }
+                ServiceExt::<Request<MeshBody>>::ready(&mut svc).await?;
+                let mut req: Request<MeshBody> = Request::from_parts(head.parts(), body);
+                req.extensions_mut().insert(ctx.for_attempt(retries + 1));
+                try_guard = self.shared.gate.start_try(&self.cluster, true);
+                fut = svc.call(req);
             }
-            // Release the discarded response (and its connection) before waiting.
-            drop(result);
-            retries += 1;
-            let wait = self.policy.backoff.delay(retries, &self.shared.jitter);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            ServiceExt::<Request<MeshBody>>::ready(&mut svc).await?;
-            next_body = body;
         }
     }
 
