@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, channel::Channel};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -16,7 +17,24 @@ use tower::ServiceExt;
 use tower_mesh::Mesh;
 use tower_mesh::body::MeshBody;
 
-type BodySender = http_body_util::channel::Sender<Bytes, Infallible>;
+type BodySender = mpsc::Sender<Bytes>;
+
+/// A response body fed chunk by chunk by the test; it ends when its sender is dropped.
+struct Fed(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Fed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+    }
+}
 
 /// A server whose responses send their headers at once and their body when the test says:
 /// each response's body sender goes out on `senders`.
@@ -28,9 +46,9 @@ async fn streaming_server(senders: mpsc::UnboundedSender<BodySender>) -> std::ne
             let senders = senders.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |_req| {
-                    let (tx, body) = Channel::<Bytes, Infallible>::new(1);
+                    let (tx, rx) = mpsc::channel(1);
                     let _ = senders.send(tx);
-                    async move { Ok::<_, Infallible>(Response::new(body)) }
+                    async move { Ok::<_, Infallible>(Response::new(Fed(rx))) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -82,8 +100,8 @@ async fn get(mesh: &Mesh) -> Response<MeshBody> {
 }
 
 /// Ends a streaming response: one chunk, then the end.
-async fn finish(mut tx: BodySender, resp: Response<MeshBody>) -> Bytes {
-    tx.send_data(Bytes::from_static(b"done"))
+async fn finish(tx: BodySender, resp: Response<MeshBody>) -> Bytes {
+    tx.send(Bytes::from_static(b"done"))
         .await
         .expect("send the body");
     drop(tx);
