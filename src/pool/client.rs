@@ -508,6 +508,10 @@ impl Inner {
 
     /// (A function returning an `async` block rather than an `async fn`, and fields used in
     /// place: an `async fn` keeps its arguments twice in its state.)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice in its state"
+    )]
     fn send_h1(
         self: Arc<Self>,
         prepared: Prepared,
@@ -821,6 +825,10 @@ impl Inner {
     // -----------------------------------------------------------------------------------------
 
     /// (A function returning an `async` block: see [`send_h1`](Self::send_h1).)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice in its state"
+    )]
     fn send_h2(
         self: Arc<Self>,
         prepared: Prepared,
