@@ -12,6 +12,21 @@ use http_body_util::{BodyExt, Empty, Full};
 
 use crate::error::BoxError;
 
+/// Counts a response holds until its body ends or is dropped, carried by the pool's own
+/// response body ([`Pool::send_guarded`](crate::pool::Pool)), so the
+/// [`MeshClient`](crate::MeshClient) wraps each response body once for all of them instead
+/// of once per count: the destination's request in flight (`http2MaxRequests`, what
+/// [`CircuitBreakerLayer`](crate::resilience::circuit::CircuitBreakerLayer) holds on its
+/// own) and the endpoint's busy mark for `LEAST_REQUEST`.
+#[derive(Default)]
+#[expect(dead_code, reason = "the fields are held for their `Drop`, never read")]
+pub(crate) struct BodyGuards {
+    /// The destination's `http2MaxRequests` count.
+    pub(crate) request: Option<crate::resilience::circuit::RequestGuard>,
+    /// The endpoint's in-flight count (least request).
+    pub(crate) in_flight: Option<crate::balance::InFlightGuard>,
+}
+
 /// A boxed body of [`Bytes`] chunks with a [`BoxError`] error.
 pub type MeshBody = UnsyncBoxBody<Bytes, BoxError>;
 

@@ -10,6 +10,12 @@
 //!  pick)                                   grpc-timeout)  replay)                           pool send)
 //! ```
 //!
+//! The last two are fused in the client: its [`Upstream`] admits each request under the
+//! destination's `http2MaxRequests` itself, at the same point of the stack and with the same
+//! answer as [`CircuitBreakerLayer`], and the pool's response body holds that count and the
+//! endpoint's least-request mark until it ends: one body wrapper instead of three. The
+//! public layers keep their own semantics when used alone.
+//!
 //! It routes each request by its authority and sends it to an endpoint of the chosen
 //! destination over the mesh's per-endpoint connection pools. Requests take absolute URIs (`http://reviews:9080/ratings`) or an
 //! origin-form URI with a `Host` header.
@@ -41,16 +47,17 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
 use tokio::sync::broadcast;
 use tower::{Layer, Service};
 
 use crate::balance::{Pick, PickContext};
-use crate::body::{self, MeshBody};
+use crate::body::{self, BodyGuards, MeshBody};
 use crate::error::{BoxError, Error, ResetReason};
 use crate::mesh::{Mesh, MeshEvent};
 use crate::pool::{ConnectionLimit, PoolKey, PoolSettings, Pools, TlsPolicy, UpstreamProtocol};
-use crate::resilience::circuit::{CircuitBreakerLayer, CircuitBreakerService, CircuitLimits};
+use crate::resilience::circuit::CircuitLimits;
+#[cfg(doc)]
+use crate::resilience::circuit::{CircuitBreakerLayer, CircuitBreakerService};
 use crate::resilience::fault::{FaultLayer, FaultService};
 use crate::resilience::mirror::{MirrorLayer, MirrorService, MirrorTarget};
 use crate::resilience::outlier::{LocalFailure, Outcome, OutlierEvent};
@@ -66,8 +73,9 @@ use crate::snapshot::{Cluster, ClusterKey, Target};
 pub(crate) type Stack =
     FaultService<MirrorService<TimeoutService<RetryService<ClusterStack, MeshGate>>, MirrorSend>>;
 
-/// Circuit breaking over the upstream sender.
-type ClusterStack = CircuitBreakerService<Upstream>;
+/// Circuit breaking and the upstream sender, fused ([`Upstream`] with its breaker on: the
+/// same admission as [`CircuitBreakerService`] in front of it, one response-body wrapper).
+type ClusterStack = Upstream;
 
 /// Builds the stack below the router for a mesh with these parts.
 pub(crate) fn build_stack(
@@ -76,9 +84,7 @@ pub(crate) fn build_stack(
     seed: u64,
     mtls: Option<Arc<str>>,
 ) -> Stack {
-    let upstream = Upstream::with_parts(pools, events.clone(), mtls);
-    let cluster = CircuitBreakerLayer::new(|c: &Cluster| Some(c.state().circuit_breaker.clone()))
-        .layer(upstream);
+    let cluster = Upstream::with_parts(pools, events.clone(), mtls, true);
     let retry_events = events.clone();
     let retry = RetryLayer::new()
         .seed(seed ^ 0x0052_4554_5259)
@@ -224,6 +230,9 @@ struct UpstreamShared {
     events: broadcast::Sender<MeshEvent>,
     /// The trust domain, when the mesh has a workload identity (mTLS possible).
     mtls: Option<Arc<str>>,
+    /// Whether this sender also admits requests under the destination's
+    /// `http2MaxRequests` (the [`MeshClient`]'s fused [`CircuitBreakerLayer`]).
+    breaker: bool,
 }
 
 impl Upstream {
@@ -234,19 +243,23 @@ impl Upstream {
             .identity
             .as_ref()
             .map(|_| Arc::<str>::from(mesh.inner.settings.trust_domain.as_str()));
-        Upstream::with_parts(mesh.pools().clone(), mesh.inner.events.clone(), mtls)
+        Upstream::with_parts(mesh.pools().clone(), mesh.inner.events.clone(), mtls, false)
     }
 
+    /// `breaker`: admit requests under `http2MaxRequests` too (503 `UO` over it, the count
+    /// held until the response body ends), as a [`CircuitBreakerLayer`] in front would.
     pub(crate) fn with_parts(
         pools: Pools,
         events: broadcast::Sender<MeshEvent>,
         mtls: Option<Arc<str>>,
+        breaker: bool,
     ) -> Self {
         Upstream {
             shared: Arc::new(UpstreamShared {
                 pools,
                 events,
                 mtls,
+                breaker,
             }),
         }
     }
@@ -280,6 +293,23 @@ impl Service<Request<MeshBody>> for Upstream {
         let pools = &self.shared.pools;
         match target {
             Target::Cluster(cluster) => {
+                // The fused circuit breaker: admitted before anything else, as the layer in
+                // front of this service would.
+                let request = if self.shared.breaker {
+                    match cluster
+                        .state()
+                        .circuit_breaker
+                        .try_request(&CircuitLimits::of(&cluster))
+                    {
+                        Ok(guard) => Some(guard),
+                        Err(refused) => {
+                            let err = refused.into_error(cluster.key());
+                            return Box::pin(async move { Err(err) });
+                        }
+                    }
+                } else {
+                    None
+                };
                 let now = Instant::now();
                 let endpoints = cluster.endpoints().load();
                 let policy = cluster.policy();
@@ -350,8 +380,13 @@ impl Service<Request<MeshBody>> for Upstream {
                     protocol,
                     cluster: Some(cluster.key().clone()),
                 };
-                let pool =
-                    pools.get_cached(cluster.state().pool_cache(), &key, &pool_settings(&cluster));
+                let settings = cluster.tls_cache.1.get_or_init(|| pool_settings(&cluster));
+                let pool = pools.get_cached(cluster.state().pool_cache(), &key, settings);
+                // Held by the pool's response body until it ends: one wrapper for all.
+                let guards = BodyGuards {
+                    request,
+                    in_flight: Some(in_flight),
+                };
                 // Only outlier detection reports events after the response.
                 let events = policy
                     .outlier_detection
@@ -370,7 +405,7 @@ impl Service<Request<MeshBody>> for Upstream {
                     })
                 });
                 Box::pin(async move {
-                    let result = pool.send(req).await;
+                    let result = pool.send_guarded(req, guards).await;
                     if let Some(guard) = abandoned {
                         guard.disarm();
                     }
@@ -392,14 +427,7 @@ impl Service<Request<MeshBody>> for Upstream {
                         resp.headers_mut()
                             .append(http::header::SET_COOKIE, cookie.header);
                     }
-                    // The endpoint counts as busy (least-request) until the body is done.
-                    Ok(resp.map(|b| {
-                        b.map_frame(move |f| {
-                            let _busy = &in_flight;
-                            f
-                        })
-                        .boxed_unsync()
-                    }))
+                    Ok(resp)
                 })
             }
             Target::Passthrough { host, port } => {
@@ -479,10 +507,14 @@ fn tls_refused(reason: Arc<str>) -> Error {
 /// recomputed when met again).
 const TLS_CACHE_CAP: usize = 256;
 
-/// Per-cluster memo of [`upstream_tls`]: building an `ISTIO_MUTUAL` policy parses a SPIFFE ID
-/// and allocates, which should not happen per request.
+/// Per-cluster memo of [`upstream_tls`] (building an `ISTIO_MUTUAL` policy parses a SPIFFE ID
+/// and allocates, which should not happen per request) and of the cluster's pool settings
+/// (a cluster's policy never changes: a reload builds new clusters).
 #[derive(Default)]
-pub(crate) struct TlsCache(arc_swap::ArcSwap<Vec<TlsCacheEntry>>);
+pub(crate) struct TlsCache(
+    arc_swap::ArcSwap<Vec<TlsCacheEntry>>,
+    std::sync::OnceLock<PoolSettings>,
+);
 
 #[derive(Clone)]
 pub(crate) struct TlsCacheEntry {

@@ -11,17 +11,23 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::client::{H1Conn, Inner};
+use crate::body::BodyGuards;
 
 /// Counts a request in [`PoolStats::in_flight`](super::PoolStats::in_flight) from `send`
 /// until its response body ends or is dropped.
+/// It also carries the caller's [`BodyGuards`], released with it.
 pub(super) struct InFlight {
     inner: Arc<Inner>,
+    _extra: BodyGuards,
 }
 
 impl InFlight {
-    pub(super) fn new(inner: Arc<Inner>) -> Self {
+    pub(super) fn new(inner: Arc<Inner>, extra: BodyGuards) -> Self {
         inner.in_flight().fetch_add(1, Ordering::AcqRel);
-        InFlight { inner }
+        InFlight {
+            inner,
+            _extra: extra,
+        }
     }
 }
 

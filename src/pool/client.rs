@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use super::connect::{
 };
 use super::reset::upstream_reset;
 use super::{PoolKey, PoolSettings, PoolStats};
-use crate::body::{MeshBody, boxed};
+use crate::body::{BodyGuards, MeshBody, boxed};
 use crate::error::{Error, ResetReason};
 
 /// The connections to one endpoint (one [`PoolKey`]): a set of HTTP/1.1 connections, or one
@@ -314,18 +315,35 @@ impl Pool {
     /// `ConnectionTermination` (`UC`), `RemoteReset` (`UR`) or `ProtocolError` (`UPE`) when the
     /// request fails before the response headers.
     pub async fn send(&self, req: Request<MeshBody>) -> Result<Response<MeshBody>, Error> {
-        let guard = InFlight::new(self.inner.clone());
+        self.send_guarded(req, BodyGuards::default()).await
+    }
+
+    /// [`send`](Self::send), the response body also keeping `guards` until it ends or is
+    /// dropped (an error, or a response whose body is already over, releases them at
+    /// once): the one body wrapper of the mesh client's responses.
+    ///
+    /// The request is prepared and counted now; the future owns what it needs (no borrow of
+    /// the pool) and holds the request once, not once per nested call.
+    pub(crate) fn send_guarded(
+        &self,
+        req: Request<MeshBody>,
+        guards: BodyGuards,
+    ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send + 'static {
+        let guard = InFlight::new(self.inner.clone(), guards);
         let use_h2 = match self.inner.key.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Http2 => true,
             UpstreamProtocol::Alpn => self.inner.alpn_h2.load(Ordering::Acquire),
         };
         if use_h2 {
-            self.inner
-                .send_h2(prepare_h2(req, &self.inner.key.tls), guard)
-                .await
+            let prepared = prepare_h2(req, &self.inner.key.tls);
+            OneOf::H2 {
+                fut: self.inner.clone().send_h2(prepared, guard),
+            }
         } else {
-            self.inner.send_h1(prepare_h1(req), guard).await
+            OneOf::H1 {
+                fut: self.inner.clone().send_h1(prepare_h1(req), guard),
+            }
         }
     }
 
@@ -348,6 +366,30 @@ impl Pool {
             idle,
             in_flight: self.inner.in_flight.load(Ordering::Acquire),
             pending,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an HTTP/1.1 or an HTTP/2 send, without boxing either.
+    #[project = OneOfProj]
+    enum OneOf<A, B> {
+        H1 { #[pin] fut: A },
+        H2 { #[pin] fut: B },
+    }
+}
+
+impl<A, B, T> Future for OneOf<A, B>
+where
+    A: Future<Output = T>,
+    B: Future<Output = T>,
+{
+    type Output = T;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        match self.project() {
+            OneOfProj::H1 { fut } => fut.poll(cx),
+            OneOfProj::H2 { fut } => fut.poll(cx),
         }
     }
 }
@@ -464,49 +506,70 @@ impl Inner {
     // HTTP/1.1
     // -----------------------------------------------------------------------------------------
 
-    async fn send_h1(
-        self: &Arc<Self>,
+    /// (A function returning an `async` block rather than an `async fn`, and fields used in
+    /// place: an `async fn` keeps its arguments twice in its state.)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice in its state"
+    )]
+    fn send_h1(
+        self: Arc<Self>,
         prepared: Prepared,
         guard: InFlight,
+    ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send + 'static {
+        async move {
+            let mut conn = match self.checkout(prepared.authority.as_ref()).await? {
+                Checkout::H1(conn) => conn,
+                Checkout::H2 => {
+                    // An ALPN pool just learnt that the endpoint speaks h2.
+                    let h2 = prepare_h2(prepared.req, &self.key.tls);
+                    return Box::pin(self.clone().send_h2(h2, guard)).await;
+                }
+            };
+            let replay = if conn.served > 0 {
+                Replay::capture(&prepared.req)
+            } else {
+                None
+            };
+            conn.served = conn.served.saturating_add(1);
+            let err = match conn.tx.try_send_request(prepared.req).await {
+                Ok(resp) => return Ok(self.wrap_h1(resp, conn, guard)),
+                Err(err) => err,
+            };
+            let mut err = err;
+            let retry = err.take_message().or_else(|| {
+                replay
+                    .filter(|_| is_stale_connection_error(err.error()))
+                    .map(Replay::into_request)
+            });
+            let Some(req) = retry else {
+                return Err(upstream_reset(err.error()));
+            };
+            tracing::debug!(
+                addr = %self.key.addr,
+                error = %err.error(),
+                "retrying a request that met a stale pooled connection on a fresh connection"
+            );
+            // Boxed: the rare path stays out of every request's future.
+            Box::pin(self.resend_h1(req, conn, prepared.authority, guard)).await
+        }
+    }
+
+    /// The second chance of [`send_h1`](Self::send_h1) on a fresh connection.
+    async fn resend_h1(
+        self: &Arc<Self>,
+        req: Request<MeshBody>,
+        stale: H1Conn,
+        authority: Option<Authority>,
+        guard: InFlight,
     ) -> Result<Response<MeshBody>, Error> {
-        let Prepared { req, authority } = prepared;
-        let mut conn = match self.checkout(authority.as_ref()).await? {
-            Checkout::H1(conn) => conn,
-            Checkout::H2 => {
-                // An ALPN pool just learnt that the endpoint speaks h2.
-                let prepared = prepare_h2(req, &self.key.tls);
-                return self.send_h2(prepared, guard).await;
-            }
-        };
-        let replay = if conn.served > 0 {
-            Replay::capture(&req)
-        } else {
-            None
-        };
-        conn.served = conn.served.saturating_add(1);
-        let err = match conn.tx.try_send_request(req).await {
-            Ok(resp) => return Ok(self.wrap_h1(resp, conn, guard)),
-            Err(err) => err,
-        };
-        let mut err = err;
-        let retry = err.take_message().or_else(|| {
-            replay
-                .filter(|_| is_stale_connection_error(err.error()))
-                .map(Replay::into_request)
-        });
-        let Some(req) = retry else {
-            return Err(upstream_reset(err.error()));
-        };
-        tracing::debug!(
-            addr = %self.key.addr,
-            error = %err.error(),
-            "retrying a request that met a stale pooled connection on a fresh connection"
-        );
         // The stale connection's slot goes to its replacement: no waiting in line again.
-        let H1Conn { slot, budget, .. } = conn;
+        let H1Conn { slot, budget, .. } = stale;
         let mut conn = match self.connect_h1(slot, budget, authority.as_ref()).await? {
             Checkout::H1(conn) => conn,
-            Checkout::H2 => return self.send_h2(prepare_h2(req, &self.key.tls), guard).await,
+            Checkout::H2 => {
+                return Box::pin(self.clone().send_h2(prepare_h2(req, &self.key.tls), guard)).await;
+            }
         };
         conn.served = conn.served.saturating_add(1);
         match conn.tx.try_send_request(req).await {
@@ -544,7 +607,7 @@ impl Inner {
             let conn = match got? {
                 Got::Idle(conn) => conn,
                 Got::Connect(slot, budget) => {
-                    return self.connect_h1(slot, budget, authority).await;
+                    return Box::pin(self.connect_h1(slot, budget, authority)).await;
                 }
                 Got::Wait(rx, _pending) => match rx.await {
                     Ok(Handoff::Conn(conn)) => conn,
@@ -555,7 +618,7 @@ impl Inner {
                             .connection_limit
                             .as_ref()
                             .and_then(|l| l.breaker.try_open_connection(&l.limits));
-                        return self.connect_h1(slot, budget, authority).await;
+                        return Box::pin(self.connect_h1(slot, budget, authority)).await;
                     }
                     Err(_) => continue,
                 },
@@ -576,7 +639,7 @@ impl Inner {
             }
             // Closed while idle: its slot (and budget place) opens a fresh connection.
             drop(tx);
-            return self.connect_h1(slot, budget, authority).await;
+            return Box::pin(self.connect_h1(slot, budget, authority)).await;
         }
     }
 
@@ -764,26 +827,37 @@ impl Inner {
     // HTTP/2
     // -----------------------------------------------------------------------------------------
 
-    async fn send_h2(
-        self: &Arc<Self>,
+    /// (A function returning an `async` block: see [`send_h1`](Self::send_h1).)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice in its state"
+    )]
+    fn send_h2(
+        self: Arc<Self>,
         prepared: Prepared,
         guard: InFlight,
-    ) -> Result<Response<MeshBody>, Error> {
-        let Prepared { req, authority } = prepared;
-        let mut sender = self.h2_sender(authority.as_ref()).await?;
-        let mut err = match sender.tx.try_send_request(req).await {
-            Ok(resp) => return Ok(wrap_h2(resp, guard)),
-            Err(err) => err,
-        };
-        let Some(req) = err.take_message() else {
-            return Err(upstream_reset(err.error()));
-        };
-        // Not sent: the connection went away. Replace it and try once more.
-        self.forget_h2(sender.generation);
-        let mut sender = self.h2_sender(authority.as_ref()).await?;
-        match sender.tx.try_send_request(req).await {
-            Ok(resp) => Ok(wrap_h2(resp, guard)),
-            Err(err) => Err(upstream_reset(err.error())),
+    ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send + 'static {
+        async move {
+            let authority = prepared.authority;
+            let mut sender = self.h2_sender(authority.as_ref()).await?;
+            let mut err = match sender.tx.try_send_request(prepared.req).await {
+                Ok(resp) => return Ok(wrap_h2(resp, guard)),
+                Err(err) => err,
+            };
+            let Some(req) = err.take_message() else {
+                return Err(upstream_reset(err.error()));
+            };
+            // Not sent: the connection went away. Replace it and try once more (boxed: the rare
+            // path stays out of every request's future).
+            self.forget_h2(sender.generation);
+            Box::pin(async move {
+                let mut sender = self.h2_sender(authority.as_ref()).await?;
+                match sender.tx.try_send_request(req).await {
+                    Ok(resp) => Ok(wrap_h2(resp, guard)),
+                    Err(err) => Err(upstream_reset(err.error())),
+                }
+            })
+            .await
         }
     }
 

@@ -206,7 +206,7 @@ enum Outcome {
     /// Answer it here.
     Answer(Response<MeshBody>),
     /// Send it on, then apply `after` to the response.
-    Forward(Box<RouteDecision>, AfterResponse),
+    Forward(RouteDecision, AfterResponse),
 }
 
 /// Response-side work of a forwarded request.
@@ -255,15 +255,21 @@ where
             }
             Ok(Outcome::Answer(resp)) => Box::pin(async move { Ok(resp) }),
             Ok(Outcome::Forward(decision, after)) => {
-                let decision = *decision;
-                parts.extensions.insert(decision.clone());
+                // The response side needs only the route, and only when it has work to do.
+                let route = after
+                    .ops
+                    .and_then(|_| decision.compiled.clone())
+                    .map(|route| (route, after));
+                parts.extensions.insert(decision);
                 let fut = self.inner.call(Request::from_parts(parts, body));
                 Box::pin(async move {
                     let mut resp = match fut.await {
                         Ok(resp) => resp,
                         Err(err) => answer(&Error::from(err.into()), grpc),
                     };
-                    finish_response(&decision, &after, &mut resp);
+                    if let Some((route, after)) = &route {
+                        finish_response(route, after, &mut resp);
+                    }
                     Ok(resp)
                 })
             }
@@ -278,11 +284,8 @@ pub(crate) fn answer(err: &Error, grpc: bool) -> Response<MeshBody> {
 
 /// Applies the response header operations of the route and the chosen destination, and the
 /// route's CORS response headers.
-fn finish_response(decision: &RouteDecision, after: &AfterResponse, resp: &mut Response<MeshBody>) {
+fn finish_response(route: &CompiledRoute, after: &AfterResponse, resp: &mut Response<MeshBody>) {
     let Some(dest) = after.ops else {
-        return;
-    };
-    let Some(route) = decision.route() else {
         return;
     };
     route.headers().apply_response(resp.headers_mut());
@@ -374,7 +377,7 @@ fn decide(
         .filter(|_| plan.after_response)
         .map(|(_, dest)| dest);
     Ok(Outcome::Forward(
-        Box::new(plan.decision),
+        plan.decision,
         AfterResponse {
             ops,
             origin: plan.origin,

@@ -10,6 +10,7 @@ mod gateway;
 mod grpc;
 mod mesh_grpc;
 mod proxy;
+mod perf;
 mod registry;
 mod reload;
 mod resilience;

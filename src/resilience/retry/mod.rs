@@ -192,7 +192,7 @@ impl RetryPolicy {
 #[derive(Clone)]
 pub struct TryContext {
     attempt: u32,
-    tried: Arc<Mutex<Vec<SocketAddr>>>,
+    tried: Arc<Mutex<Tried>>,
     avoid_previous: bool,
     remote_localities: bool,
 }
@@ -236,37 +236,28 @@ impl TryContext {
         self.attempt > 1
     }
 
+    fn with_tried<T>(&self, f: impl FnOnce(&mut Tried) -> T) -> T {
+        f(&mut self.tried.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Records the endpoint this try goes to (called by the balancer).
     pub fn record(&self, addr: SocketAddr) {
-        self.tried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(addr);
+        self.with_tried(|t| t.push(addr));
     }
 
     /// The endpoint the latest try went to, if it got as far as choosing one.
     pub fn last_tried(&self) -> Option<SocketAddr> {
-        self.tried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .last()
-            .copied()
+        self.with_tried(|t| t.iter().last())
     }
 
     /// The endpoints tried so far by this request, in order.
     pub fn tried(&self) -> Vec<SocketAddr> {
-        self.tried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.with_tried(|t| t.iter().collect())
     }
 
     /// Whether an earlier try went to `addr`.
     pub fn was_tried(&self, addr: &SocketAddr) -> bool {
-        self.tried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(addr)
+        self.with_tried(|t| t.iter().any(|a| a == *addr))
     }
 
     /// Whether the balancer should avoid `addr` for this try: a retry, with previous-host
@@ -279,6 +270,32 @@ impl TryContext {
     /// Whether retries may go to other localities (`retryRemoteLocalities`).
     pub fn retry_remote_localities(&self) -> bool {
         self.remote_localities
+    }
+}
+
+/// The endpoints a request's tries went to: the first few inline (Istio's default policy
+/// makes at most three tries), so recording the first try allocates nothing.
+#[derive(Default)]
+struct Tried {
+    inline: [Option<SocketAddr>; TRIED_INLINE],
+    more: Vec<SocketAddr>,
+}
+
+const TRIED_INLINE: usize = 3;
+
+impl Tried {
+    fn push(&mut self, addr: SocketAddr) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(addr),
+            None => self.more.push(addr),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.inline
+            .iter()
+            .map_while(|slot| *slot)
+            .chain(self.more.iter().copied())
     }
 }
 
@@ -682,11 +699,14 @@ struct RetryRun<G> {
 }
 
 impl<G: RetryGate> RetryRun<G> {
-    async fn run<S, F>(
+    /// Starts the first try now and returns the loop over it and its retries. (Not an
+    /// `async fn`: the request is split, copied for retries and handed to the first try
+    /// before the future exists, so the future holds none of it twice.)
+    fn run<S, F>(
         self,
         mut svc: S,
         req: Request<MeshBody>,
-    ) -> Result<Response<MeshBody>, Error>
+    ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send
     where
         S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = Error, Future = F>
             + Send,
@@ -704,78 +724,80 @@ impl<G: RetryGate> RetryRun<G> {
             }
         };
         let ctx = TryContext::new(&self.policy);
-        let mut retries: u32 = 0;
-        let mut next_body = first_body;
-        let mut retry_guard: Option<G::RetryGuard> = None;
         // The first try takes the request as it came, extensions and all; retries are rebuilt
         // from a copy of its head and the routing decision (what the layers below read).
         let head = Head::of(&parts);
-        let mut first = Some(parts);
-        loop {
-            let parts = match first.take() {
-                Some(parts) => parts,
-                None => head.parts(),
-            };
-            let mut req: Request<MeshBody> = Request::from_parts(parts, next_body);
-            req.extensions_mut().insert(ctx.for_attempt(retries + 1));
-            let try_guard = self.shared.gate.start_try(&self.cluster, retries > 0);
-            let fut: F = svc.call(req);
-            let result = match self.policy.per_try_timeout {
-                Some(limit) => match tokio::time::timeout(limit, fut).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        self.report_timeout(&ctx);
-                        Err(Error::Timeout { timeout: limit })
-                    }
-                },
-                None => fut.await,
-            };
-            drop(try_guard);
-            drop(retry_guard.take());
+        let mut req: Request<MeshBody> = Request::from_parts(parts, first_body);
+        req.extensions_mut().insert(ctx.for_attempt(1));
+        let first_guard = self.shared.gate.start_try(&self.cluster, false);
+        let first: F = svc.call(req);
+        async move {
+            let mut retries: u32 = 0;
+            let mut retry_guard: Option<G::RetryGuard> = None;
+            // Each pass awaits `fut`; a retry starts the next one at the end of the pass.
+            let (mut fut, mut try_guard) = (first, first_guard);
+            loop {
+                let result = match self.policy.per_try_timeout {
+                    Some(limit) => match tokio::time::timeout(limit, fut).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            self.report_timeout(&ctx);
+                            Err(Error::Timeout { timeout: limit })
+                        }
+                    },
+                    None => fut.await,
+                };
+                drop(try_guard);
+                drop(retry_guard.take());
 
-            if !self.policy.should_retry(Outcome::of(&result)) {
-                return result;
-            }
-            if retries >= self.policy.attempts {
-                return exhausted(result, retries);
-            }
-            let body = match &replay {
-                Replay::Empty => body::empty(),
-                Replay::Body(original) => match original.replay() {
-                    Some(again) => body::boxed(again),
-                    None => {
+                if !self.policy.should_retry(Outcome::of(&result)) {
+                    return result;
+                }
+                if retries >= self.policy.attempts {
+                    return exhausted(result, retries);
+                }
+                let body = match &replay {
+                    Replay::Empty => body::empty(),
+                    Replay::Body(original) => match original.replay() {
+                        Some(again) => body::boxed(again),
+                        None => {
+                            self.emit(|cluster| RetryEvent::BodyNotReplayable { cluster });
+                            return result;
+                        }
+                    },
+                    Replay::Once => {
                         self.emit(|cluster| RetryEvent::BodyNotReplayable { cluster });
                         return result;
                     }
-                },
-                Replay::Once => {
-                    self.emit(|cluster| RetryEvent::BodyNotReplayable { cluster });
-                    return result;
+                };
+                match self.shared.gate.admit_retry(&self.cluster) {
+                    Ok(guard) => retry_guard = Some(guard),
+                    Err(refused) => {
+                        self.emit(|cluster| RetryEvent::RetryRefused { cluster, refused });
+                        // Envoy marks a retry refused by a circuit breaker `UO`.
+                        return result.map(|mut resp| {
+                            ResponseFlags::record(
+                                resp.extensions_mut(),
+                                ResponseFlag::UpstreamOverflow,
+                            );
+                            resp
+                        });
+                    }
                 }
-            };
-            match self.shared.gate.admit_retry(&self.cluster) {
-                Ok(guard) => retry_guard = Some(guard),
-                Err(refused) => {
-                    self.emit(|cluster| RetryEvent::RetryRefused { cluster, refused });
-                    // Envoy marks a retry refused by a circuit breaker `UO`.
-                    return result.map(|mut resp| {
-                        ResponseFlags::record(
-                            resp.extensions_mut(),
-                            ResponseFlag::UpstreamOverflow,
-                        );
-                        resp
-                    });
+                // Release the discarded response (and its connection) before waiting.
+                drop(result);
+                retries += 1;
+                let wait = self.policy.backoff.delay(retries, &self.shared.jitter);
+                if !wait.is_zero() {
+                    // Boxed: the backoff timer stays out of every request's future.
+                    Box::pin(tokio::time::sleep(wait)).await;
                 }
+                ServiceExt::<Request<MeshBody>>::ready(&mut svc).await?;
+                let mut req: Request<MeshBody> = Request::from_parts(head.parts(), body);
+                req.extensions_mut().insert(ctx.for_attempt(retries + 1));
+                try_guard = self.shared.gate.start_try(&self.cluster, true);
+                fut = svc.call(req);
             }
-            // Release the discarded response (and its connection) before waiting.
-            drop(result);
-            retries += 1;
-            let wait = self.policy.backoff.delay(retries, &self.shared.jitter);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            ServiceExt::<Request<MeshBody>>::ready(&mut svc).await?;
-            next_body = body;
         }
     }
 

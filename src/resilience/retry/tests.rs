@@ -794,3 +794,26 @@ async fn a_per_try_timeout_counts_against_its_endpoint_in_outlier_detection() {
             .is_ejected(&first, std::time::Instant::now())
     );
 }
+
+#[test]
+fn try_context_keeps_every_tried_endpoint_in_order_past_the_inline_ones() {
+    let ctx = TryContext::new(&RetryPolicy::from_route(None, false));
+    assert_eq!(ctx.last_tried(), None);
+    let addrs: Vec<SocketAddr> = (1..=5u16)
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .collect();
+    for (i, a) in addrs.iter().enumerate() {
+        ctx.record(*a);
+        assert_eq!(ctx.last_tried(), Some(*a));
+        assert_eq!(ctx.tried(), addrs[..=i].to_vec());
+    }
+    let retry = ctx.for_attempt(2);
+    assert!(
+        addrs
+            .iter()
+            .all(|a| retry.was_tried(a) && retry.should_avoid(a))
+    );
+    let other = SocketAddr::from(([127, 0, 0, 1], 9));
+    assert!(!retry.was_tried(&other) && !retry.should_avoid(&other));
+    assert!(!ctx.should_avoid(&addrs[0]), "a first try avoids nothing");
+}

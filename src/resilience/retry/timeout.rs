@@ -139,7 +139,7 @@ where
         });
         TimeoutFuture {
             inner: Some(self.inner.call(req)),
-            sleep: timeout.map(tokio::time::sleep),
+            sleep: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
             timeout: timeout.unwrap_or_default(),
             expiry,
         }
@@ -147,12 +147,12 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The future of [`TimeoutService`].
+    /// The future of [`TimeoutService`]. Its one timer (boxed, so it can move) goes on to
+    /// the response body when the headers come first: one timer per call, not two.
     pub struct TimeoutFuture<F> {
         #[pin]
         inner: Option<F>,
-        #[pin]
-        sleep: Option<Sleep>,
+        sleep: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
         expiry: Option<RouteTimeoutExpiry>,
     }
@@ -175,23 +175,25 @@ where
         if let Poll::Ready(out) = inner.poll(cx) {
             // The deadline goes on over the response body, as Envoy's route timeout covers
             // the response until it is complete.
-            return Poll::Ready(match (out, this.sleep.as_pin_mut()) {
-                (Ok(resp), Some(sleep)) if !resp.body().is_end_stream() => {
-                    let deadline = sleep.deadline();
+            return Poll::Ready(match out {
+                Ok(resp) if !resp.body().is_end_stream() && this.sleep.is_some() => {
                     let timeout = *this.timeout;
-                    Ok(resp.map(|body| {
-                        body::boxed(DeadlineBody {
-                            inner: body,
-                            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-                            timeout,
-                        })
-                    }))
+                    match this.sleep.take() {
+                        Some(sleep) => Ok(resp.map(|body| {
+                            body::boxed(DeadlineBody {
+                                inner: body,
+                                sleep,
+                                timeout,
+                            })
+                        })),
+                        None => Ok(resp),
+                    }
                 }
-                (out, _) => out,
+                out => out,
             });
         }
-        match this.sleep.as_pin_mut() {
-            Some(sleep) => match sleep.poll(cx) {
+        match this.sleep.as_mut() {
+            Some(sleep) => match sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     // Mark the call abandoned by the route timeout, then drop it now: the
                     // upstream try in flight sees the mark as it is dropped and counts a
