@@ -98,6 +98,9 @@ pub(crate) fn build_stack(
                     limit: refused.limit,
                 });
             }
+            RetryEvent::Retried { cluster, .. } => {
+                let _ = retry_events.send(MeshEvent::Retried { cluster });
+            }
             RetryEvent::Outlier { cluster, event } => {
                 send_outlier_events(&retry_events, &cluster, vec![event]);
             }
@@ -110,10 +113,18 @@ pub(crate) fn build_stack(
     FaultLayer::new(Some(seed ^ 0x0046_4155_4C54)).layer(mirror)
 }
 
+/// What the router calls: Istio's outbound metrics (`reporter="source"`, feature `metrics`)
+/// over the [`Stack`].
+#[cfg(feature = "metrics")]
+pub(crate) type Routed = crate::telemetry::OutboundMetrics<Stack>;
+/// What the router calls: the [`Stack`] (no metrics without feature `metrics`).
+#[cfg(not(feature = "metrics"))]
+pub(crate) type Routed = Stack;
+
 /// The mesh's outbound client: the full stack ([module docs](self)).
 #[derive(Clone, Debug)]
 pub struct MeshClient {
-    inner: RouteService<Stack>,
+    inner: RouteService<Routed>,
 }
 
 impl MeshClient {

@@ -216,6 +216,11 @@ pub enum MeshEvent {
         /// The endpoint.
         addr: std::net::SocketAddr,
     },
+    /// A retry is being made to a cluster (Envoy's `upstream_rq_retry`).
+    Retried {
+        /// The cluster.
+        cluster: ClusterKey,
+    },
     /// A retry was not made: the retry budget or `http.maxRetries` refused it, and the
     /// previous try's outcome was returned.
     RetryRefused {
@@ -291,7 +296,7 @@ pub(crate) struct MeshInner {
     pub(crate) state: StateRegistry,
     pub(crate) pools: Pools,
     pub(crate) dice: Dice,
-    pub(crate) stack: crate::client::Stack,
+    pub(crate) stack: crate::client::Routed,
     user_services: Vec<UserService>,
     loader: Loader,
     /// The sources; the lock also serialises reloads (held only on a blocking thread).
@@ -922,7 +927,8 @@ impl MeshBuilder {
     /// `istio_response_bytes`), reported by [`Mesh::inbound`] with `reporter="destination"`
     /// (see [`crate::telemetry`]; the outbound `reporter="source"` side is recorded by
     /// [`OutboundMetricsLayer`](crate::telemetry::OutboundMetricsLayer)), and counters fed by
-    /// the [`MeshEvent`] stream: `tower_mesh_retries_refused_total{cluster,limit}`,
+    /// the [`MeshEvent`] stream: `tower_mesh_retries_total{cluster}`,
+    /// `tower_mesh_retries_refused_total{cluster,limit}`,
     /// `tower_mesh_outlier_ejections_total{cluster,reason}`,
     /// `tower_mesh_outlier_returns_total{cluster}`, `tower_mesh_identity_rotations_total`,
     /// `tower_mesh_identity_reload_failures_total`, `tower_mesh_identity_expiry_warnings_total`,
@@ -980,6 +986,16 @@ impl MeshBuilder {
             .as_ref()
             .map(|_| Arc::<str>::from(settings.trust_domain.as_str()));
         let stack = crate::client::build_stack(pools.clone(), events.clone(), seed, mtls);
+        // Below the router: the outbound metrics, one label cache per mesh.
+        #[cfg(feature = "metrics")]
+        let stack = tower::Layer::layer(
+            &crate::telemetry::OutboundMetricsLayer::from_parts(
+                self.metrics.as_ref(),
+                &settings,
+                self.identity.as_ref(),
+            ),
+            stack,
+        );
         if let (Some(id), Ok(rt)) = (&self.identity, tokio::runtime::Handle::try_current()) {
             let mut rx = id.subscribe();
             let sink = events.clone();

@@ -2,6 +2,7 @@
 //!
 //! A task reads [`Mesh::subscribe`](crate::Mesh::subscribe)'s broadcast channel and counts:
 //!
+//! - `tower_mesh_retries_total{cluster}`: retries made ([`MeshEvent::Retried`]);
 //! - `tower_mesh_retries_refused_total{cluster, limit}`: retries not made because the
 //!   DestinationRule's `retryBudget` or `connectionPool.http.maxRetries` refused them
 //!   ([`MeshEvent::RetryRefused`]);
@@ -34,6 +35,7 @@ type ClusterReasonLabels = [(&'static str, String); 2];
 /// Handles to the event counters (cheap to clone; updates are atomic).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct EventCounters {
+    retries: Family<ClusterLabels, Counter>,
     retries_refused: Family<ClusterReasonLabels, Counter>,
     ejections: Family<ClusterReasonLabels, Counter>,
     returns: Family<ClusterLabels, Counter>,
@@ -49,6 +51,11 @@ impl EventCounters {
     pub(crate) fn register(registry: &mut Registry) -> Self {
         let c = EventCounters::default();
         let sub = registry.sub_registry_with_prefix("tower_mesh");
+        sub.register(
+            "retries",
+            "Retries made, by cluster (Envoy's upstream_rq_retry)",
+            c.retries.clone(),
+        );
         sub.register(
             "retries_refused",
             "Retries not made: refused by the DestinationRule's retryBudget or connectionPool.http.maxRetries",
@@ -95,6 +102,11 @@ impl EventCounters {
     /// Counts one event.
     pub(crate) fn count(&self, event: &MeshEvent) {
         match event {
+            MeshEvent::Retried { cluster } => {
+                self.retries
+                    .get_or_create(&[("cluster", cluster.to_string())])
+                    .inc();
+            }
             MeshEvent::RetryRefused { cluster, limit } => {
                 self.retries_refused
                     .get_or_create(&[
@@ -182,6 +194,11 @@ mod tests {
                 limit: "trafficPolicy.retryBudget",
             });
         }
+        for _ in 0..3 {
+            let _ = tx.send(MeshEvent::Retried {
+                cluster: cluster.clone(),
+            });
+        }
         let _ = tx.send(MeshEvent::Ejected {
             cluster: cluster.clone(),
             addr,
@@ -197,6 +214,7 @@ mod tests {
         let mut t = String::new();
         encode(&mut t, &registry).expect("encodes");
         for line in [
+            "tower_mesh_retries_total{cluster=\"outbound|80||my-app.default.svc.cluster.local\"} 3",
             "tower_mesh_retries_refused_total{cluster=\"outbound|80||my-app.default.svc.cluster.local\",limit=\"trafficPolicy.retryBudget\"} 2",
             "tower_mesh_outlier_ejections_total{cluster=\"outbound|80||my-app.default.svc.cluster.local\",reason=\"CONSECUTIVE_5XX\"} 1",
             "tower_mesh_outlier_returns_total{cluster=\"outbound|80||my-app.default.svc.cluster.local\"} 1",

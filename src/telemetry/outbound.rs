@@ -45,8 +45,21 @@ pub struct OutboundMetricsLayer {
 impl OutboundMetricsLayer {
     /// A layer recording on `mesh`'s registry, labelled with `mesh`'s workload.
     pub fn new(mesh: &Mesh) -> Self {
-        let shared = mesh.inner.metrics.as_ref().map(|m| {
-            let settings = mesh.settings();
+        Self::from_parts(
+            mesh.inner.metrics.as_ref(),
+            mesh.settings(),
+            mesh.inner.identity.as_ref(),
+        )
+    }
+
+    /// The layer of a mesh being built (the [`MeshClient`](crate::MeshClient)'s, one per
+    /// mesh so that every client shares its label cache).
+    pub(crate) fn from_parts(
+        metrics: Option<&crate::metrics::MeshMetrics>,
+        settings: &crate::mesh::MeshSettings,
+        identity: Option<&crate::tls::IdentityManager>,
+    ) -> Self {
+        let shared = metrics.map(|m| {
             Arc::new(Shared {
                 metrics: m.istio.clone(),
                 workload: settings
@@ -56,7 +69,7 @@ impl OutboundMetricsLayer {
                     .cloned()
                     .unwrap_or_else(|| "unknown".to_string()),
                 namespace: settings.source.namespace.clone(),
-                mesh: mesh.clone(),
+                identity: identity.cloned(),
                 cache: RwLock::new(Cache::default()),
             })
         });
@@ -87,7 +100,7 @@ struct Shared {
     metrics: IstioMetrics,
     workload: String,
     namespace: String,
-    mesh: Mesh,
+    identity: Option<crate::tls::IdentityManager>,
     cache: RwLock<Cache>,
 }
 
@@ -121,7 +134,7 @@ struct Pending {
 impl Shared {
     /// This workload's SPIFFE ID, when it has one.
     fn principal(&self) -> String {
-        self.mesh.inner.identity.as_ref().map_or_else(
+        self.identity.as_ref().map_or_else(
             || "unknown".to_string(),
             |id| id.current().spiffe_id().to_string(),
         )

@@ -191,6 +191,7 @@ async fn retries_on_5xx_make_every_call_of_a_two_in_three_failing_backend_succee
     let b = Backend::start("b", &[]);
     b.fail_pattern(2, 3, 503);
     let mesh = mesh(&[&b], "{}", &["retries: {attempts: 3, retryOn: 5xx}"]);
+    let mut events = mesh.subscribe();
     let client = mesh.client();
     for i in 0..60 {
         let reply = get(&client, &[]).await;
@@ -199,6 +200,14 @@ async fn retries_on_5xx_make_every_call_of_a_two_in_three_failing_backend_succee
     }
     // Two failures then a success, each call: three tries.
     assert_eq!(b.hits(), 180);
+    // Every retry made is reported (what tower_mesh_retries_total counts).
+    let mut retried = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, MeshEvent::Retried { .. }) {
+            retried += 1;
+        }
+    }
+    assert_eq!(retried, 120);
 }
 
 /// Counts, at the backend, the retries it holds: a request (named by `x-req-id`) seen

@@ -432,6 +432,13 @@ impl RetryGate for BudgetGate {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RetryEvent {
+    /// A retry is being made (Envoy's `upstream_rq_retry`): the gate admitted it.
+    Retried {
+        /// The destination.
+        cluster: ClusterKey,
+        /// Which retry of the request (1 for the first).
+        retry: u32,
+    },
     /// A retry was not made: the [`RetryGate`] refused it (retry budget or `maxRetries`).
     RetryRefused {
         /// The destination.
@@ -787,6 +794,10 @@ impl<G: RetryGate> RetryRun<G> {
                 // Release the discarded response (and its connection) before waiting.
                 drop(result);
                 retries += 1;
+                self.emit(|cluster| RetryEvent::Retried {
+                    cluster,
+                    retry: retries,
+                });
                 let wait = self.policy.backoff.delay(retries, &self.shared.jitter);
                 if !wait.is_zero() {
                     // Boxed: the backoff timer stays out of every request's future.
