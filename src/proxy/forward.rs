@@ -127,38 +127,66 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `Proxy-Authorization`, and `TE` unless it asks for `trailers` (then `TE: trailers` is
 /// kept, as gRPC needs). The caller puts `Upgrade` back when it forwards an upgrade.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        // `Connection: te` must not remove a `TE: trailers` we are about to keep.
-        if name != TE {
-            headers.remove(&name);
-        }
-    }
-    for name in [
+    const HOP: [HeaderName; 7] = [
         CONNECTION,
         KEEP_ALIVE,
         PROXY_CONNECTION,
         TRANSFER_ENCODING,
         UPGRADE,
         PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
+        TE,
+    ];
+    // One pass over the names (standard names compare as enum values) finds which are
+    // present; only those are looked up again. Most requests carry none, most responses
+    // only `Connection`.
+    let mut present = [false; 7];
+    for name in headers.keys() {
+        if let Some(i) = HOP.iter().position(|h| h == name)
+            && let Some(p) = present.get_mut(i)
+        {
+            *p = true;
+        }
     }
-    let trailers = headers
-        .get_all(TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-    headers.remove(TE);
-    if trailers {
-        headers.insert(TE, HeaderValue::from_static("trailers"));
+    let [connection, keep_alive, proxy_connection, transfer_encoding, upgrade, proxy_auth, te] =
+        present;
+    if connection {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            // `Connection: te` must not remove a `TE: trailers` we are about to keep.
+            if name != TE {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(CONNECTION);
+    }
+    for (here, name) in [
+        (keep_alive, KEEP_ALIVE),
+        (proxy_connection, PROXY_CONNECTION),
+        (transfer_encoding, TRANSFER_ENCODING),
+        (upgrade, UPGRADE),
+        (proxy_auth, PROXY_AUTHORIZATION),
+    ] {
+        if here {
+            headers.remove(name);
+        }
+    }
+    if te {
+        let trailers = headers
+            .get_all(TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+        headers.remove(TE);
+        if trailers {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        }
     }
 }
 
@@ -166,7 +194,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// sets `x-forwarded-proto` to the downstream scheme unless a trusted proxy
 /// (`num_trusted` > 0) already set it.
 fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, tls: bool, num_trusted: u32) {
-    let peer = peer.to_canonical().to_string();
     let mut xff = String::new();
     for v in headers.get_all(X_FORWARDED_FOR).iter() {
         if let Ok(v) = v.to_str() {
@@ -177,13 +204,38 @@ fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, tls: bool, num_trusted: 
             }
         }
     }
-    xff.push_str(&peer);
+    push_ip(&mut xff, peer.to_canonical());
     if let Ok(value) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     if num_trusted == 0 || !headers.contains_key(X_FORWARDED_PROTO) {
         let proto = if tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+}
+
+/// Appends `ip` in its usual text form; IPv4 (the common case) without the formatting
+/// machinery, which costs more than the rest of the header work on a proxied request.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -385,6 +437,23 @@ async fn join_upgraded(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::u
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "192.168.9.99",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("an address");
+            let mut out = String::new();
+            super::push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
+    }
+
     use super::*;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -32,7 +32,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
@@ -139,51 +139,85 @@ impl TraceContext {
 
     /// The trace id as lowercase hex (16 digits for a 64-bit B3 id, else 32).
     pub fn trace_id_hex(&self) -> String {
+        let mut buf = [0u8; 32];
+        let digits = self.write_trace_id(&mut buf);
+        String::from_utf8_lossy(digits).into_owned()
+    }
+
+    /// Writes the trace id's hex digits into `buf`, returning them.
+    fn write_trace_id<'a>(&self, buf: &'a mut [u8; 32]) -> &'a [u8] {
         if self.short_trace_id {
-            format!("{:016x}", self.trace_id as u64)
+            let (digits, _) = buf.split_at_mut(16);
+            put_hex(digits, u128::from(self.trace_id as u64));
+            digits
         } else {
-            format!("{:032x}", self.trace_id)
+            put_hex(buf, self.trace_id);
+            buf
         }
     }
 
     /// Writes this context into `headers` in its format, replacing that format's headers.
-    /// (`tracestate` is left as it is; the other formats' headers too.)
+    /// (`tracestate` is left as it is; the other formats' headers too.) Hex is written by
+    /// hand into stack buffers: this runs on every proxied request.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let trace = self.trace_id_hex();
-        let span = format!("{:016x}", self.span_id);
-        let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
+        let set = |headers: &mut HeaderMap, name: HeaderName, value: &[u8]| {
             // Hex digits, dashes and flags: always a valid header value.
-            if let Ok(v) = HeaderValue::from_str(&value) {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
                 headers.insert(name, v);
             }
         };
+        let mut trace_buf = [0u8; 32];
+        let trace = self.write_trace_id(&mut trace_buf);
+        let mut span = [0u8; 16];
+        put_hex(&mut span, u128::from(self.span_id));
         match self.format {
             TraceFormat::W3c => {
-                let flags = u8::from(self.sampled.unwrap_or(false));
-                set(
-                    headers,
-                    TRACEPARENT,
-                    format!("00-{:032x}-{span}-{flags:02x}", self.trace_id),
-                );
+                // 00-{32 hex}-{16 hex}-{2 hex}
+                let mut v = [0u8; 55];
+                let (version, rest) = v.split_at_mut(3);
+                version.copy_from_slice(b"00-");
+                let (t, rest) = rest.split_at_mut(32);
+                put_hex(t, self.trace_id);
+                let (dash, rest) = rest.split_at_mut(1);
+                dash.copy_from_slice(b"-");
+                let (sp, rest) = rest.split_at_mut(16);
+                sp.copy_from_slice(&span);
+                let flags = if self.sampled.unwrap_or(false) {
+                    b"-01"
+                } else {
+                    b"-00"
+                };
+                rest.copy_from_slice(flags);
+                set(headers, TRACEPARENT, &v);
             }
             TraceFormat::B3Single => {
-                let mut value = format!("{trace}-{span}");
+                let mut value = Vec::with_capacity(68);
+                value.extend_from_slice(trace);
+                value.push(b'-');
+                value.extend_from_slice(&span);
                 // The grammar puts sampling before the parent: without a decision the parent
                 // cannot be written either.
                 if let Some(sampling) = self.b3_sampling() {
-                    value.push('-');
-                    value.push_str(sampling);
+                    value.push(b'-');
+                    value.extend_from_slice(sampling.as_bytes());
                     if let Some(parent) = self.parent_span_id {
-                        let _ = write!(value, "-{parent:016x}");
+                        let mut p = [0u8; 16];
+                        put_hex(&mut p, u128::from(parent));
+                        value.push(b'-');
+                        value.extend_from_slice(&p);
                     }
                 }
-                set(headers, B3, value);
+                set(headers, B3, &value);
             }
             TraceFormat::B3Multi => {
                 set(headers, X_B3_TRACEID, trace);
-                set(headers, X_B3_SPANID, span);
+                set(headers, X_B3_SPANID, &span);
                 match self.parent_span_id {
-                    Some(parent) => set(headers, X_B3_PARENTSPANID, format!("{parent:016x}")),
+                    Some(parent) => {
+                        let mut p = [0u8; 16];
+                        put_hex(&mut p, u128::from(parent));
+                        set(headers, X_B3_PARENTSPANID, &p);
+                    }
                     None => {
                         headers.remove(X_B3_PARENTSPANID);
                     }
@@ -191,7 +225,8 @@ impl TraceContext {
                 if !self.debug
                     && let Some(sampled) = self.sampled
                 {
-                    set(headers, X_B3_SAMPLED, u8::from(sampled).to_string());
+                    let v: &[u8] = if sampled { b"1" } else { b"0" };
+                    set(headers, X_B3_SAMPLED, v);
                 }
                 if self.debug {
                     headers.insert(X_B3_FLAGS, HeaderValue::from_static("1"));
@@ -368,24 +403,45 @@ fn random_nonzero_u128() -> u128 {
     }
 }
 
+/// Lowercase hex digits of `v`, right-aligned in `out` (its length is the digit count).
+fn put_hex(out: &mut [u8], mut v: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for digit in out.iter_mut().rev() {
+        *digit = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
 /// A random UUID version 4 in its text form (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`), as
 /// Envoy's `x-request-id`.
 pub fn new_request_id() -> String {
-    let mut b = RNG.with(|r| r.borrow_mut().random::<u128>()).to_be_bytes();
-    if let Some(v) = b.get_mut(6) {
-        *v = (*v & 0x0f) | 0x40; // version 4
-    }
-    if let Some(v) = b.get_mut(8) {
-        *v = (*v & 0x3f) | 0x80; // RFC 4122 variant
-    }
-    let mut s = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
+    let mut buf = [0u8; 36];
+    write_request_id(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Writes a random UUID v4 ([`new_request_id`]) into `buf`.
+fn write_request_id(buf: &mut [u8; 36]) {
+    let mut v = RNG.with(|r| r.borrow_mut().random::<u128>());
+    v = (v & !(0xf << 76)) | (0x4 << 76); // version 4: the 13th digit
+    v = (v & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant: 10xx in the 17th digit
+    let mut hex = [0u8; 32];
+    put_hex(&mut hex, v);
+    let mut from = 0;
+    let mut to = 0;
+    for len in [8, 4, 4, 4, 12] {
+        if to > 0 {
+            if let Some(d) = buf.get_mut(to) {
+                *d = b'-';
+            }
+            to += 1;
         }
-        let _ = write!(s, "{byte:02x}");
+        if let (Some(dst), Some(src)) = (buf.get_mut(to..to + len), hex.get(from..from + len)) {
+            dst.copy_from_slice(src);
+        }
+        from += len;
+        to += len;
     }
-    s
 }
 
 /// Adds trace headers and `x-request-id`, and a `tracing` span, to each request
@@ -424,10 +480,12 @@ pub fn propagate<B>(req: &mut Request<B>) -> TraceContext {
         None => TraceContext::root(),
     };
     ctx.inject(req.headers_mut());
-    if !req.headers().contains_key(X_REQUEST_ID)
-        && let Ok(id) = HeaderValue::from_str(&new_request_id())
-    {
-        req.headers_mut().insert(X_REQUEST_ID, id);
+    if !req.headers().contains_key(X_REQUEST_ID) {
+        let mut id = [0u8; 36];
+        write_request_id(&mut id);
+        if let Ok(id) = HeaderValue::from_bytes(&id) {
+            req.headers_mut().insert(X_REQUEST_ID, id);
+        }
     }
     req.extensions_mut().insert(ctx);
     ctx
@@ -637,6 +695,31 @@ mod tests {
     }
 
     #[test]
+    fn hex_is_written_as_format_writes_it() {
+        for v in [
+            0u128,
+            1,
+            0xabc,
+            u128::from(u64::MAX),
+            u128::MAX,
+            0x0123_4567_89ab_cdef << 40,
+        ] {
+            let mut buf = [0u8; 32];
+            put_hex(&mut buf, v);
+            assert_eq!(
+                std::str::from_utf8(&buf).ok(),
+                Some(format!("{v:032x}").as_str())
+            );
+            let mut short = [0u8; 16];
+            put_hex(&mut short, u128::from(v as u64));
+            assert_eq!(
+                std::str::from_utf8(&short).ok(),
+                Some(format!("{:016x}", v as u64).as_str())
+            );
+        }
+    }
+
+    #[test]
     fn request_ids_are_uuid_v4_and_an_existing_one_is_kept() {
         let id = new_request_id();
         assert_eq!(id.len(), 36);
@@ -647,6 +730,13 @@ mod tests {
             "{id}"
         );
         assert_eq!(id.matches('-').count(), 4);
+        for dash in [8, 13, 18, 23] {
+            assert_eq!(bytes.get(dash), Some(&b'-'), "{id}");
+        }
+        assert!(
+            id.bytes()
+                .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         assert_ne!(new_request_id(), id);
         let mut req = Request::new(());
         req.headers_mut()
