@@ -147,8 +147,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             *p = true;
         }
     }
-    let [connection, keep_alive, proxy_connection, transfer_encoding, upgrade, proxy_auth, te] =
-        present;
+    let [
+        connection,
+        keep_alive,
+        proxy_connection,
+        transfer_encoding,
+        upgrade,
+        proxy_auth,
+        te,
+    ] = present;
     if connection {
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())

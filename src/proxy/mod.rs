@@ -213,7 +213,7 @@ impl Proxy {
         }
     }
 
-    /// A proxy for an already built `mesh` (the namespace, trusted hops and
+    /// A proxy for an already built `mesh` (the namespace, labels, trusted hops and
     /// [`configure`](Self::configure) options are then unused). Hot reload is off unless
     /// [`watch`](Self::watch) turns it on (the mesh must then have config paths).
     pub fn with_mesh(mesh: Mesh) -> Self {
