@@ -22,7 +22,7 @@
 //!   VirtualServices bound to each Gateway.
 //!
 //! Every mode continues or starts a trace (W3C `traceparent` or B3) and sets `x-request-id`
-//! ([`TraceLayer`](crate::telemetry::trace::TraceLayer)); [`access_log`](Proxy::access_log)
+//! ([`TraceLayer`]); [`access_log`](Proxy::access_log)
 //! adds Envoy's access log; [`admin`](Proxy::admin) serves the admin endpoint (feature
 //! `admin`) with the mesh's metrics.
 //!
@@ -45,7 +45,7 @@
 //! ```
 
 mod app;
-mod forward;
+pub mod forward;
 pub mod gateway;
 
 use std::net::SocketAddr;

@@ -65,7 +65,7 @@ pub(crate) mod events;
 #[cfg(feature = "metrics")]
 mod istio;
 #[cfg(feature = "metrics")]
-mod outbound;
+pub mod outbound;
 pub mod trace;
 
 pub use access_log::{AccessLogFormat, AccessLogLayer, AccessLogService};
