@@ -79,6 +79,9 @@ impl std::fmt::Debug for InboundTls {
 /// PeerAuthentication resolution of the mesh, or a fixed choice.
 pub type TlsSelector = Arc<dyn Fn(SocketAddr) -> InboundTls + Send + Sync>;
 
+/// hyper's own limit on HTTP/1.1 request headers when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// Limits and options of the inbound server. Defaults follow Envoy's where it has one.
 #[derive(Clone)]
 pub struct Server {
@@ -203,12 +206,16 @@ impl Server {
 
     fn builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = builder.http1();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout)
-            .max_headers(self.max_headers)
             .max_buf_size(self.max_header_bytes);
+        // hyper parses into a stack array of its default size (100, ours too) unless a limit
+        // is set, and then fills a heap vector of that size per request: set only another one.
+        if self.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            http1.max_headers(self.max_headers);
+        }
         builder
             .http2()
             .timer(TokioTimer::new())

@@ -77,6 +77,26 @@ async fn serves_http1_and_http2_with_connection_info_in_the_request() {
 }
 
 #[tokio::test]
+async fn the_default_header_count_limit_is_100() {
+    let (addr, stop, task) = start(Server::standalone()).await;
+    // host, connection and 98 more = 100 headers: served; one more: 431.
+    for (extra, status) in [(98, "200"), (99, "431")] {
+        let many: String = (0..extra).map(|i| format!("x-h{i}: v\r\n")).collect();
+        let reply = raw(
+            addr,
+            format!("GET /who HTTP/1.1\r\nhost: a\r\nconnection: close\r\n{many}\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
+            "{extra} extra headers: {reply:?}"
+        );
+    }
+    let _ = stop.send(());
+    task.await.expect("serve task").expect("serve");
+}
+
+#[tokio::test]
 async fn too_many_headers_or_too_large_headers_are_refused_with_431() {
     let (addr, stop, task) =
         start(Server::standalone().max_headers(20).max_header_bytes(8192)).await;
