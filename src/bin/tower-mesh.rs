@@ -142,12 +142,6 @@ enum Output {
     Json,
 }
 
-/// The binary's allocator (the library leaves the choice to the application): mimalloc's
-/// per-thread free lists serve the proxy's many small, short-lived allocations faster than
-/// glibc's malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
