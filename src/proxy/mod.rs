@@ -571,6 +571,7 @@ impl BoundProxy {
         for listener in listeners {
             let stopped = stopped(handle.shutdown.subscribe());
             match mode {
+                // (Gateway mode binds no listen addresses of its own: its ports are below.)
                 Mode::Sidecar | Mode::Gateway => {
                     // The application speaks plaintext to its sidecar.
                     let server = limits.apply(Server::standalone(), drain);
