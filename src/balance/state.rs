@@ -1,6 +1,6 @@
 //! [`LbState`]: the per-destination load-balancing state that survives reloads.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ pub(crate) enum Schedule {
 pub(crate) struct Topology {
     pub(crate) endpoints: Arc<[Endpoint]>,
     pub(crate) key: TopologyKey,
-    pub(crate) index: HashMap<SocketAddr, usize>,
+    pub(crate) index: foldhash::HashMap<SocketAddr, usize>,
     pub(crate) in_flight: Vec<Arc<EndpointLoad>>,
     /// When each endpoint joined; `None` for endpoints of the first set the state saw (they
     /// were there before us: no slow start).
@@ -92,7 +92,8 @@ impl Topology {
         now: Instant,
     ) -> Topology {
         let n = endpoints.len();
-        let mut index = HashMap::with_capacity(n);
+        let mut index =
+            foldhash::HashMap::with_capacity_and_hasher(n, foldhash::fast::RandomState::default());
         let mut in_flight = Vec::with_capacity(n);
         let mut first_seen = Vec::with_capacity(n);
         for (i, ep) in endpoints.iter().enumerate() {
