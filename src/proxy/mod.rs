@@ -377,9 +377,7 @@ impl Proxy {
                     builder = builder.labels(labels);
                 }
                 #[cfg(feature = "admin")]
-                if self.mesh.is_none()
-                    && let Some(registry) = &registry
-                {
+                if let Some(registry) = &registry {
                     let mut r = registry
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
