@@ -279,10 +279,12 @@ fn set_forwarded(
 ) {
     let mut ip = IpText::default();
     push_ip(&mut ip, peer.to_canonical());
-    let ip = ip.as_bytes();
     // The value is built in one buffer of its exact size, which becomes the header value's
-    // storage as it is (no second copy, no growth on the way).
+    // storage as it is (no second copy, no growth on the way). The peer's address alone (the
+    // usual case) is its own storage: a copy of the value (a retry's, a replay's) then only
+    // counts references, where a buffer of its own would be moved into a shared one first.
     let value = if scan.forwarded_for {
+        let ip = ip.as_bytes();
         let all = headers.get_all(X_FORWARDED_FOR);
         let earlier = || {
             all.iter()
@@ -297,11 +299,11 @@ fn set_forwarded(
             value.push(b',');
         }
         value.extend_from_slice(ip);
-        value
+        Bytes::from(value)
     } else {
-        ip.to_vec()
+        Bytes::from_owner(ip)
     };
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(value) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     if num_trusted == 0 || !scan.forwarded_proto {
@@ -323,6 +325,12 @@ impl Default for IpText {
             buf: [0; 48],
             len: 0,
         }
+    }
+}
+
+impl AsRef<[u8]> for IpText {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
