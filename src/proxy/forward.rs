@@ -509,19 +509,18 @@ where
         let downstream = upgrade
             .as_ref()
             .and_then(|_| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>());
-        let (mut parts, body) = req.into_parts();
-        remove_scanned(&mut parts.headers, &scan);
+        // In place: taking the request apart and back together moves it twice.
+        remove_scanned(req.headers_mut(), &scan);
         if let Some(up) = &upgrade {
-            parts.headers.insert(UPGRADE, up.clone());
-            parts
-                .headers
+            req.headers_mut().insert(UPGRADE, up.clone());
+            req.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        if let Some(conn) = parts.extensions.get::<ConnectionInfo>() {
-            let (peer, tls) = (conn.peer_addr.ip(), conn.tls);
-            set_forwarded(&mut parts.headers, &scan, peer, tls, num_trusted);
+        let conn = req.extensions().get::<ConnectionInfo>();
+        if let Some((peer, tls)) = conn.map(|c| (c.peer_addr.ip(), c.tls)) {
+            set_forwarded(req.headers_mut(), &scan, peer, tls, num_trusted);
         }
-        let req = Request::from_parts(parts, body::boxed(body));
+        let req = req.map(body::boxed);
         // One allocation for the whole exchange: the inner call and what the answer needs.
         Box::pin(Forwarding {
             sent: self.inner.clone().oneshot(req),
