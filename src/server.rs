@@ -392,6 +392,36 @@ where
     }
 }
 
+/// Room reserved in a request's extensions, for the layers' own: a marker inserted and removed
+/// again ([`connection_extensions`]).
+#[derive(Clone, Copy)]
+struct Room<const N: u8>;
+
+/// The extensions every request of a connection starts with: its `info` (and `extra`), in a
+/// map with room for the ones the layers below add (the trace context, the client address,
+/// the route decision, the retry's context). A map that grows while a request is handled
+/// is rehashed, and a clone of this one keeps its size.
+fn connection_extensions<X>(info: ConnectionInfo, extra: Option<X>) -> http::Extensions
+where
+    X: Clone + Send + Sync + 'static,
+{
+    let mut extensions = http::Extensions::new();
+    // Four entries make the map grow to its next size (room for seven).
+    extensions.insert(Room::<0>);
+    extensions.insert(Room::<1>);
+    extensions.insert(Room::<2>);
+    extensions.insert(Room::<3>);
+    extensions.remove::<Room<0>>();
+    extensions.remove::<Room<1>>();
+    extensions.remove::<Room<2>>();
+    extensions.remove::<Room<3>>();
+    extensions.insert(info);
+    if let Some(x) = extra {
+        extensions.insert(x);
+    }
+    extensions
+}
+
 /// Serves one connection (already past TLS, if any) with `app`, every request carrying
 /// `info` (and `extra`, e.g. the peer identity) in its extensions, until it ends or
 /// `shutdown` turns true (then gracefully: the request in flight finishes).
@@ -412,11 +442,9 @@ where
     B::Error: Into<BoxError>,
     X: Clone + Send + Sync + 'static,
 {
+    let extensions = connection_extensions(info, extra);
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(info.clone());
-        if let Some(x) = &extra {
-            req.extensions_mut().insert(x.clone());
-        }
+        req.extensions_mut().extend(extensions.clone());
         app.clone().oneshot(req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
@@ -427,4 +455,35 @@ where
     }
     conn.as_mut().graceful_shutdown();
     conn.await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_get_the_connection_extensions_and_keep_their_own() {
+        let info = ConnectionInfo {
+            peer_addr: SocketAddr::from(([10, 0, 0, 1], 40000)),
+            local_addr: SocketAddr::from(([10, 0, 0, 2], 8080)),
+            tls: true,
+            sni: Some(Arc::from("svc.local")),
+        };
+        let extensions = connection_extensions(info, Some(7u32));
+        assert_eq!(extensions.len(), 2);
+        let mut req = Request::new(());
+        req.extensions_mut().insert("the request's own");
+        req.extensions_mut().insert(1u32);
+        req.extensions_mut().extend(extensions.clone());
+        let ext = req.extensions();
+        assert_eq!(ext.len(), 3);
+        assert_eq!(ext.get::<&str>(), Some(&"the request's own"));
+        // The connection's value replaces one of the same type, as an insert would.
+        assert_eq!(ext.get::<u32>(), Some(&7));
+        let got = ext.get::<ConnectionInfo>().expect("the connection info");
+        assert_eq!(got.peer_addr.port(), 40000);
+        assert_eq!(got.sni.as_deref(), Some("svc.local"));
+        let plain = connection_extensions(got.clone(), None::<()>);
+        assert_eq!(plain.len(), 1);
+    }
 }

@@ -42,8 +42,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING,
-    UPGRADE,
+    CONNECTION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION, TE,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
@@ -122,31 +122,96 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The hop-by-hop headers [`remove_hop_by_hop`] looks for, in the order of [`HopScan::present`].
+const HOP: [HeaderName; 7] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHORIZATION,
+    TE,
+];
+
+/// What one pass over a header map's entries (standard names compare as enum values)
+/// finds: which of [`HOP`] it holds, whether a `Connection` token names some other header,
+/// and the headers [`Forward`] looks at next. Only what is there is looked up again: most
+/// requests carry no hop-by-hop header, most responses only `Connection: keep-alive`.
+#[derive(Clone, Copy, Debug, Default)]
+struct HopScan {
+    /// Per name of [`HOP`], in its order.
+    present: [bool; 7],
+    /// A `Connection` token names a header not in [`HOP`] ([`removed_anyway`]).
+    connection_names_other: bool,
+    content_type: bool,
+    forwarded_for: bool,
+    forwarded_proto: bool,
+}
+
+impl HopScan {
+    fn of(headers: &HeaderMap) -> HopScan {
+        let mut scan = HopScan::default();
+        for (name, value) in headers {
+            if let Some(i) = HOP.iter().position(|h| h == name) {
+                if let Some(p) = scan.present.get_mut(i) {
+                    *p = true;
+                }
+                if name == CONNECTION && names_other(value) {
+                    scan.connection_names_other = true;
+                }
+            } else if name == CONTENT_TYPE {
+                scan.content_type = true;
+            } else if name == X_FORWARDED_FOR {
+                scan.forwarded_for = true;
+            } else if name == X_FORWARDED_PROTO {
+                scan.forwarded_proto = true;
+            }
+        }
+        scan
+    }
+
+    fn connection(&self) -> bool {
+        self.present[0]
+    }
+
+    fn upgrade(&self) -> bool {
+        self.present[4]
+    }
+}
+
+/// Whether a `Connection` value has a token naming a header not in [`HOP`] (one that only
+/// `Connection` makes hop-by-hop). The usual values (`keep-alive`, `close`) are answered
+/// without splitting them.
+fn names_other(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
+        return false;
+    }
+    // Not text: no tokens (as `connection_tokens` reads it).
+    value.to_str().is_ok_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|t| !t.is_empty() && !removed_anyway(t))
+    })
+}
+
+/// Whether a `Connection` token names a header that [`remove_hop_by_hop`] removes on its
+/// own account anyway (or, `te`, keeps on purpose): no lookup needed for it.
+fn removed_anyway(token: &str) -> bool {
+    HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(token))
+}
+
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1, as Envoy does): `Connection` and the
 /// headers it names, `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`,
 /// `Proxy-Authorization`, and `TE` unless it asks for `trailers` (then `TE: trailers` is
 /// kept, as gRPC needs). The caller puts `Upgrade` back when it forwards an upgrade.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    const HOP: [HeaderName; 7] = [
-        CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        PROXY_AUTHORIZATION,
-        TE,
-    ];
-    // One pass over the names (standard names compare as enum values) finds which are
-    // present; only those are looked up again. Most requests carry none, most responses
-    // only `Connection`.
-    let mut present = [false; 7];
-    for name in headers.keys() {
-        if let Some(i) = HOP.iter().position(|h| h == name)
-            && let Some(p) = present.get_mut(i)
-        {
-            *p = true;
-        }
-    }
+    let scan = HopScan::of(headers);
+    remove_scanned(headers, &scan);
+}
+
+/// [`remove_hop_by_hop`] with the pass over the entries done.
+fn remove_scanned(headers: &mut HeaderMap, scan: &HopScan) {
     let [
         connection,
         keep_alive,
@@ -155,14 +220,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         upgrade,
         proxy_auth,
         te,
-    ] = present;
+    ] = scan.present;
     if connection {
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            // `Connection: te` must not remove a `TE: trailers` we are about to keep.
-            if name != TE {
+        // The common tokens (`keep-alive`, `close`, `upgrade`) name a header removed below
+        // (or none): only a token naming another header that is there costs a name and a
+        // removal.
+        if scan.connection_names_other
+            && connection_tokens(headers).any(|t| !removed_anyway(t) && headers.contains_key(t))
+        {
+            let named: Vec<HeaderName> = connection_tokens(headers)
+                .filter(|t| !removed_anyway(t))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect();
+            for name in named {
                 headers.remove(&name);
             }
         }
@@ -199,44 +269,110 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends `peer` to `x-forwarded-for` (one header, entries joined by `,` as Envoy does) and
 /// sets `x-forwarded-proto` to the downstream scheme unless a trusted proxy
-/// (`num_trusted` > 0) already set it.
-fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, tls: bool, num_trusted: u32) {
-    let mut xff = String::new();
-    for v in headers.get_all(X_FORWARDED_FOR).iter() {
-        if let Ok(v) = v.to_str() {
-            let v = v.trim();
-            if !v.is_empty() {
-                xff.push_str(v);
-                xff.push(',');
-            }
+/// (`num_trusted` > 0) already set it. `scan` says whether the map holds either header.
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    scan: &HopScan,
+    peer: IpAddr,
+    tls: bool,
+    num_trusted: u32,
+) {
+    let mut ip = IpText::default();
+    push_ip(&mut ip, peer.to_canonical());
+    // The value is built in one buffer of its exact size, which becomes the header value's
+    // storage as it is (no second copy, no growth on the way). The peer's address alone (the
+    // usual case) is its own storage: a copy of the value (a retry's, a replay's) then only
+    // counts references, where a buffer of its own would be moved into a shared one first.
+    let value = if scan.forwarded_for {
+        let ip = ip.as_bytes();
+        let all = headers.get_all(X_FORWARDED_FOR);
+        let earlier = || {
+            all.iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let len = earlier().map(|v| v.len() + 1).sum::<usize>() + ip.len();
+        let mut value = Vec::with_capacity(len);
+        for v in earlier() {
+            value.extend_from_slice(v.as_bytes());
+            value.push(b',');
         }
-    }
-    push_ip(&mut xff, peer.to_canonical());
-    if let Ok(value) = HeaderValue::from_str(&xff) {
+        value.extend_from_slice(ip);
+        Bytes::from(value)
+    } else {
+        Bytes::from_owner(ip)
+    };
+    if let Ok(value) = HeaderValue::from_maybe_shared(value) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    if num_trusted == 0 || !headers.contains_key(X_FORWARDED_PROTO) {
+    if num_trusted == 0 || !scan.forwarded_proto {
         let proto = if tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
 }
 
+/// An IP address's text on the stack: at most 45 bytes (an IPv6 address with an embedded
+/// IPv4 one), so building `x-forwarded-for` allocates only the header value.
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl AsRef<[u8]> for IpText {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl IpText {
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// Appends `ip` in its usual text form; IPv4 (the common case) without the formatting
 /// machinery, which costs more than the rest of the header work on a proxied request.
-fn push_ip(out: &mut String, ip: IpAddr) {
+fn push_ip(out: &mut IpText, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    out.push(b'.');
                 }
                 if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
+                    out.push(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
+                    out.push(b'0' + octet / 10 % 10);
                 }
-                out.push(char::from(b'0' + octet % 10));
+                out.push(b'0' + octet % 10);
             }
         }
         IpAddr::V6(v6) => {
@@ -338,8 +474,6 @@ impl<S> Forward<S> {
     }
 }
 
-type BoxSend<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 /// The future of [`Forward`].
 pub type ForwardFuture =
     Pin<Box<dyn Future<Output = Result<Response<MeshBody>, Infallible>> + Send + 'static>>;
@@ -364,63 +498,109 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let num_trusted = self.num_trusted_proxies;
         insert_client_addr(&mut req, num_trusted);
-        let grpc = is_grpc_request(req.headers());
-        let upgrade = requested_upgrade(req.version(), req.headers());
+        let scan = HopScan::of(req.headers());
+        let grpc = scan.content_type && is_grpc_request(req.headers());
+        // No `Connection` or no `Upgrade` header: no upgrade (and no second look).
+        let upgrade = if scan.connection() && scan.upgrade() {
+            requested_upgrade(req.version(), req.headers())
+        } else {
+            None
+        };
         let downstream = upgrade
             .as_ref()
             .and_then(|_| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>());
-        let (mut parts, body) = req.into_parts();
-        remove_hop_by_hop(&mut parts.headers);
+        // In place: taking the request apart and back together moves it twice.
+        remove_scanned(req.headers_mut(), &scan);
         if let Some(up) = &upgrade {
-            parts.headers.insert(UPGRADE, up.clone());
-            parts
-                .headers
+            req.headers_mut().insert(UPGRADE, up.clone());
+            req.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        if let Some(conn) = parts.extensions.get::<ConnectionInfo>() {
-            let (peer, tls) = (conn.peer_addr.ip(), conn.tls);
-            set_forwarded(&mut parts.headers, peer, tls, num_trusted);
+        let conn = req.extensions().get::<ConnectionInfo>();
+        if let Some((peer, tls)) = conn.map(|c| (c.peer_addr.ip(), c.tls)) {
+            set_forwarded(req.headers_mut(), &scan, peer, tls, num_trusted);
         }
-        let req = Request::from_parts(parts, body::boxed(body));
-        // Boxed here, not inside the async block: rustc cannot prove `S::Future: Send` for
-        // every lifetime of `MeshBody`'s `dyn Error` there (a known higher-ranked bug).
-        let sent: BoxSend<Result<Response<MeshBody>, S::Error>> =
-            Box::pin(self.inner.clone().oneshot(req));
-        Box::pin(async move {
-            let mut resp = match sent.await {
-                Ok(resp) => resp,
-                Err(err) => {
-                    let err = Error::from(err.into());
-                    return Ok(err.to_response(grpc).map(body::boxed));
-                }
-            };
-            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-            let upstream_upgrade = resp.headers().get(UPGRADE).cloned();
-            remove_hop_by_hop(resp.headers_mut());
-            if switching {
-                match (upgrade, downstream, upstream_upgrade) {
-                    (Some(_), Some(downstream), Some(protocol)) => {
-                        let upstream = hyper::upgrade::on(&mut resp);
-                        resp.headers_mut().insert(UPGRADE, protocol);
-                        resp.headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
-                        tokio::spawn(join_upgraded(downstream, upstream));
-                    }
-                    _ => {
-                        // A 101 nobody asked for (or without `Upgrade`) cannot be relayed.
-                        let err = Error::UpstreamReset {
-                            reason: ResetReason::ProtocolError,
-                            transport_failure: Some(
-                                "upstream switched protocols without an upgrade request".into(),
-                            ),
-                        };
-                        return Ok(err.to_response(grpc).map(body::boxed));
-                    }
-                }
-            }
-            Ok(resp)
+        let req = req.map(body::boxed);
+        // One allocation for the whole exchange: the inner call and what the answer needs.
+        Box::pin(Forwarding {
+            sent: self.inner.clone().oneshot(req),
+            grpc,
+            upgrade: upgrade.map(|_| downstream),
         })
     }
+}
+
+pin_project_lite::pin_project! {
+    /// The response side of [`Forward`]: waits for the inner service, then cleans the
+    /// response of hop-by-hop headers and, for an upgrade, joins the two connections.
+    struct Forwarding<F> {
+        #[pin]
+        sent: F,
+        grpc: bool,
+        // `Some` when the request asked for an upgrade; inside, the downstream connection's
+        // upgrade (`None` when the server cannot upgrade it).
+        upgrade: Option<Option<hyper::upgrade::OnUpgrade>>,
+    }
+}
+
+impl<F, E> Future for Forwarding<F>
+where
+    F: Future<Output = Result<Response<MeshBody>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<MeshBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let grpc = *this.grpc;
+        let resp = match std::task::ready!(this.sent.poll(cx)) {
+            Ok(resp) => resp,
+            Err(err) => {
+                let err = Error::from(err.into());
+                return Poll::Ready(Ok(err.to_response(grpc).map(body::boxed)));
+            }
+        };
+        Poll::Ready(Ok(answer(resp, this.upgrade.take(), grpc)))
+    }
+}
+
+/// The response as it goes downstream: hop-by-hop headers removed; a `101` joined to the
+/// downstream connection when the request asked for that upgrade (`upgrade`), else
+/// answered as a protocol error.
+fn answer(
+    mut resp: Response<MeshBody>,
+    upgrade: Option<Option<hyper::upgrade::OnUpgrade>>,
+    grpc: bool,
+) -> Response<MeshBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upstream_upgrade = if switching {
+        resp.headers().get(UPGRADE).cloned()
+    } else {
+        None
+    };
+    remove_hop_by_hop(resp.headers_mut());
+    if switching {
+        match (upgrade, upstream_upgrade) {
+            (Some(Some(downstream)), Some(protocol)) => {
+                let upstream = hyper::upgrade::on(&mut resp);
+                resp.headers_mut().insert(UPGRADE, protocol);
+                resp.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                tokio::spawn(join_upgraded(downstream, upstream));
+            }
+            _ => {
+                // A 101 nobody asked for (or without `Upgrade`) cannot be relayed.
+                let err = Error::UpstreamReset {
+                    reason: ResetReason::ProtocolError,
+                    transport_failure: Some(
+                        "upstream switched protocols without an upgrade request".into(),
+                    ),
+                };
+                return err.to_response(grpc).map(body::boxed);
+            }
+        }
+    }
+    resp
 }
 
 /// Waits for both sides of an upgrade and copies bytes both ways until either closes.
@@ -453,11 +633,14 @@ mod tests {
             "192.168.9.99",
             "::1",
             "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "1111:2222:3333:4444:5555:6666:255.255.255.255",
         ] {
             let ip: std::net::IpAddr = ip.parse().expect("an address");
-            let mut out = String::new();
+            let mut out = super::IpText::default();
             super::push_ip(&mut out, ip);
-            assert_eq!(out, ip.to_string());
+            assert_eq!(out.as_bytes(), ip.to_string().as_bytes());
         }
     }
 
@@ -522,12 +705,74 @@ mod tests {
     }
 
     #[test]
+    fn connection_removes_exactly_the_headers_it_names() {
+        // The usual values name nothing else: only `Connection` (and `Keep-Alive`) go.
+        for value in [
+            "keep-alive",
+            "Keep-Alive",
+            "close",
+            "Close",
+            "keep-alive, upgrade",
+        ] {
+            let mut h = headers(&[
+                ("connection", value),
+                ("keep-alive", "timeout=5"),
+                ("x-kept", "yes"),
+            ]);
+            remove_hop_by_hop(&mut h);
+            let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+            assert_eq!(names, ["x-kept"], "{value}");
+        }
+        // A token names a header by any case, `close` included; one naming nothing, or not a
+        // header name at all, removes nothing else; a second `Connection` header counts too.
+        let mut h = headers(&[
+            ("connection", "close"),
+            ("connection", "X-Secret, x-absent, not a name"),
+            ("close", "1"),
+            ("x-secret", "1"),
+            ("x-secret", "2"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
+        // A value that is not text names nothing.
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_bytes(b"x-secret\xff").expect("opaque bytes are a value"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-secret"]);
+    }
+
+    #[test]
+    fn forwarded_for_joins_every_earlier_entry() {
+        let mut h = headers(&[
+            ("x-forwarded-for", " 1.1.1.1, 2.2.2.2 "),
+            ("x-forwarded-for", ""),
+            ("x-forwarded-for", "3.3.3.3"),
+        ]);
+        let scan = HopScan::of(&h);
+        set_forwarded(&mut h, &scan, ip("2001:db8::1"), false, 0);
+        let all: Vec<&[u8]> = h
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(all, [&b"1.1.1.1, 2.2.2.2,3.3.3.3,2001:db8::1"[..]]);
+    }
+
+    #[test]
     fn forwarded_headers_append_the_peer_and_set_the_scheme() {
         let mut h = headers(&[
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        set_forwarded(&mut h, ip("::ffff:127.0.0.1"), false, 0);
+        let scan = HopScan::of(&h);
+        set_forwarded(&mut h, &scan, ip("::ffff:127.0.0.1"), false, 0);
         assert_eq!(
             h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"1.1.1.1,127.0.0.1"[..])
@@ -538,13 +783,15 @@ mod tests {
             Some(&b"http"[..])
         );
         let mut h = headers(&[("x-forwarded-proto", "https")]);
-        set_forwarded(&mut h, ip("10.0.0.1"), false, 1);
+        let scan = HopScan::of(&h);
+        set_forwarded(&mut h, &scan, ip("10.0.0.1"), false, 1);
         assert_eq!(
             h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
             Some(&b"https"[..])
         );
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, ip("10.0.0.1"), true, 1);
+        let scan = HopScan::of(&h);
+        set_forwarded(&mut h, &scan, ip("10.0.0.1"), true, 1);
         assert_eq!(
             h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"10.0.0.1"[..])

@@ -35,6 +35,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -97,17 +98,7 @@ impl TraceContext {
     /// The context the request carries, in the first format that parses: W3C, then B3 single,
     /// then B3 multi. Malformed headers are ignored (`None`).
     pub fn extract(headers: &HeaderMap) -> Option<TraceContext> {
-        if let Some(tp) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok())
-            && let Some(ctx) = parse_traceparent(tp)
-        {
-            return Some(ctx);
-        }
-        if let Some(b3) = headers.get(B3).and_then(|v| v.to_str().ok())
-            && let Some(ctx) = parse_b3_single(b3)
-        {
-            return Some(ctx);
-        }
-        parse_b3_multi(headers)
+        TraceHeaders::scan(headers).context()
     }
 
     /// A new trace (random ids, sampled, W3C).
@@ -157,66 +148,59 @@ impl TraceContext {
     }
 
     /// Writes this context into `headers` in its format, replacing that format's headers.
-    /// (`tracestate` is left as it is; the other formats' headers too.) Hex is written by
-    /// hand into stack buffers: this runs on every proxied request.
+    /// (`tracestate` is left as it is; the other formats' headers too.)
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let set = |headers: &mut HeaderMap, name: HeaderName, value: &[u8]| {
-            // Hex digits, dashes and flags: always a valid header value.
-            if let Ok(v) = HeaderValue::from_bytes(value) {
-                headers.insert(name, v);
-            }
-        };
-        let mut trace_buf = [0u8; 32];
-        let trace = self.write_trace_id(&mut trace_buf);
+        let mut values = Pending::default();
+        self.inject_into(headers, &mut values);
+        values.apply(headers);
+    }
+
+    /// [`inject`](Self::inject), the new values put in `values` (removals done at once).
+    /// Hex is written by hand: this runs on every proxied request.
+    fn inject_into(&self, headers: &mut HeaderMap, values: &mut Pending) {
         let mut span = [0u8; 16];
         put_hex(&mut span, u128::from(self.span_id));
         match self.format {
             TraceFormat::W3c => {
                 // 00-{32 hex}-{16 hex}-{2 hex}
-                let mut v = [0u8; 55];
-                let (version, rest) = v.split_at_mut(3);
-                version.copy_from_slice(b"00-");
-                let (t, rest) = rest.split_at_mut(32);
-                put_hex(t, self.trace_id);
-                let (dash, rest) = rest.split_at_mut(1);
-                dash.copy_from_slice(b"-");
-                let (sp, rest) = rest.split_at_mut(16);
-                sp.copy_from_slice(&span);
-                let flags = if self.sampled.unwrap_or(false) {
+                let mut trace = [0u8; 32];
+                put_hex(&mut trace, self.trace_id);
+                let flags: &[u8] = if self.sampled.unwrap_or(false) {
                     b"-01"
                 } else {
                     b"-00"
                 };
-                rest.copy_from_slice(flags);
-                set(headers, TRACEPARENT, &v);
+                values.set(TRACEPARENT, &[b"00-", &trace, b"-", &span, flags]);
             }
             TraceFormat::B3Single => {
-                let mut value = Vec::with_capacity(68);
-                value.extend_from_slice(trace);
-                value.push(b'-');
-                value.extend_from_slice(&span);
+                let mut trace_buf = [0u8; 32];
+                let trace = self.write_trace_id(&mut trace_buf);
+                let mut parent = [0u8; 16];
                 // The grammar puts sampling before the parent: without a decision the parent
                 // cannot be written either.
-                if let Some(sampling) = self.b3_sampling() {
-                    value.push(b'-');
-                    value.extend_from_slice(sampling.as_bytes());
-                    if let Some(parent) = self.parent_span_id {
-                        let mut p = [0u8; 16];
-                        put_hex(&mut p, u128::from(parent));
-                        value.push(b'-');
-                        value.extend_from_slice(&p);
-                    }
-                }
-                set(headers, B3, &value);
+                let value: [&[u8]; 7] = match self.b3_sampling() {
+                    None => [trace, b"-", &span, b"", b"", b"", b""],
+                    Some(sampling) => match self.parent_span_id {
+                        None => [trace, b"-", &span, b"-", sampling.as_bytes(), b"", b""],
+                        Some(p) => {
+                            put_hex(&mut parent, u128::from(p));
+                            let s = sampling.as_bytes();
+                            [trace, b"-", &span, b"-", s, b"-", &parent]
+                        }
+                    },
+                };
+                values.set(B3, &value);
             }
             TraceFormat::B3Multi => {
-                set(headers, X_B3_TRACEID, trace);
-                set(headers, X_B3_SPANID, &span);
+                let mut trace_buf = [0u8; 32];
+                let trace = self.write_trace_id(&mut trace_buf);
+                values.set(X_B3_TRACEID, &[trace]);
+                values.set(X_B3_SPANID, &[&span]);
                 match self.parent_span_id {
                     Some(parent) => {
                         let mut p = [0u8; 16];
                         put_hex(&mut p, u128::from(parent));
-                        set(headers, X_B3_PARENTSPANID, &p);
+                        values.set(X_B3_PARENTSPANID, &[&p]);
                     }
                     None => {
                         headers.remove(X_B3_PARENTSPANID);
@@ -225,11 +209,11 @@ impl TraceContext {
                 if !self.debug
                     && let Some(sampled) = self.sampled
                 {
-                    let v: &[u8] = if sampled { b"1" } else { b"0" };
-                    set(headers, X_B3_SAMPLED, v);
+                    let v = if sampled { "1" } else { "0" };
+                    values.set_static(X_B3_SAMPLED, v);
                 }
                 if self.debug {
-                    headers.insert(X_B3_FLAGS, HeaderValue::from_static("1"));
+                    values.set_static(X_B3_FLAGS, "1");
                 }
             }
         }
@@ -348,36 +332,197 @@ pub fn parse_b3_single(value: &str) -> Option<TraceContext> {
 /// B3 multi headers; `x-b3-traceid` and `x-b3-spanid` are required, the others optional
 /// (a malformed optional one makes the whole context malformed).
 pub fn parse_b3_multi(headers: &HeaderMap) -> Option<TraceContext> {
-    let get = |name: &HeaderName| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    let (trace_id, short_trace_id) = b3_trace_id(get(&X_B3_TRACEID)?)?;
-    let span_id = hex_u64(get(&X_B3_SPANID)?).filter(|s| *s != 0)?;
-    let parent_span_id = match get(&X_B3_PARENTSPANID) {
-        Some(p) => Some(hex_u64(p).filter(|p| *p != 0)?),
-        None => None,
-    };
-    let debug = match get(&X_B3_FLAGS) {
-        Some("1") => true,
-        Some("0") | None => false,
-        Some(_) => return None,
-    };
-    let sampled = match get(&X_B3_SAMPLED) {
-        Some(s) => b3_sampling(s).filter(|(_, d)| !d)?.0,
-        None => None,
-    };
-    Some(TraceContext {
-        trace_id,
-        short_trace_id,
-        span_id,
-        parent_span_id,
-        sampled: if debug { Some(true) } else { sampled },
-        debug,
-        format: TraceFormat::B3Multi,
-    })
+    TraceHeaders::scan(headers).b3_multi()
+}
+
+/// The trace headers of a request (each name's first value, as [`HeaderMap::get`] gives
+/// it), found in one pass over its entries: cheaper than a lookup per name, which hashes
+/// the name each time, and most requests carry none of them.
+#[derive(Default)]
+struct TraceHeaders<'a> {
+    traceparent: Option<&'a HeaderValue>,
+    b3: Option<&'a HeaderValue>,
+    b3_trace_id: Option<&'a HeaderValue>,
+    b3_span_id: Option<&'a HeaderValue>,
+    b3_parent_span_id: Option<&'a HeaderValue>,
+    b3_sampled: Option<&'a HeaderValue>,
+    b3_flags: Option<&'a HeaderValue>,
+    request_id: bool,
+}
+
+impl<'a> TraceHeaders<'a> {
+    fn scan(headers: &'a HeaderMap) -> TraceHeaders<'a> {
+        let mut found = TraceHeaders::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "traceparent" => &mut found.traceparent,
+                "b3" => &mut found.b3,
+                "x-b3-traceid" => &mut found.b3_trace_id,
+                "x-b3-spanid" => &mut found.b3_span_id,
+                "x-b3-parentspanid" => &mut found.b3_parent_span_id,
+                "x-b3-sampled" => &mut found.b3_sampled,
+                "x-b3-flags" => &mut found.b3_flags,
+                "x-request-id" => {
+                    found.request_id = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            // The first value of the name, as `get` would give.
+            slot.get_or_insert(value);
+        }
+        found
+    }
+
+    /// The context, in the first format that parses: W3C, then B3 single, then B3 multi.
+    fn context(&self) -> Option<TraceContext> {
+        if let Some(tp) = self.traceparent.and_then(|v| v.to_str().ok())
+            && let Some(ctx) = parse_traceparent(tp)
+        {
+            return Some(ctx);
+        }
+        if let Some(b3) = self.b3.and_then(|v| v.to_str().ok())
+            && let Some(ctx) = parse_b3_single(b3)
+        {
+            return Some(ctx);
+        }
+        self.b3_multi()
+    }
+
+    fn b3_multi(&self) -> Option<TraceContext> {
+        let get = |value: Option<&'a HeaderValue>| -> Option<&'a str> {
+            value.and_then(|v| v.to_str().ok()).map(str::trim)
+        };
+        let (trace_id, short_trace_id) = b3_trace_id(get(self.b3_trace_id)?)?;
+        let span_id = hex_u64(get(self.b3_span_id)?).filter(|s| *s != 0)?;
+        let parent_span_id = match get(self.b3_parent_span_id) {
+            Some(p) => Some(hex_u64(p).filter(|p| *p != 0)?),
+            None => None,
+        };
+        let debug = match get(self.b3_flags) {
+            Some("1") => true,
+            Some("0") | None => false,
+            Some(_) => return None,
+        };
+        let sampled = match get(self.b3_sampled) {
+            Some(s) => b3_sampling(s).filter(|(_, d)| !d)?.0,
+            None => None,
+        };
+        Some(TraceContext {
+            trace_id,
+            short_trace_id,
+            span_id,
+            parent_span_id,
+            sampled: if debug { Some(true) } else { sampled },
+            debug,
+            format: TraceFormat::B3Multi,
+        })
+    }
+}
+
+/// The most bytes of header values one [`propagate`] writes: a B3 single value (68) and a
+/// request id (36).
+const PENDING_BYTES: usize = 112;
+
+/// Header values written side by side into one buffer, which then becomes the storage of
+/// all of them: one allocation for the lot, and a copy of them (a retry's, a replay's)
+/// only counts references, where a value of its own would be copied into a shared buffer
+/// the first time it is cloned.
+#[derive(Default)]
+struct Pending {
+    buf: ValueBuf,
+    values: [Option<(HeaderName, PendingValue)>; 5],
+}
+
+enum PendingValue {
+    /// A range of the buffer.
+    Written(usize, usize),
+    /// A value of its own (a static one, or one that did not fit).
+    Own(HeaderValue),
+}
+
+impl Pending {
+    /// Sets `name` to the concatenation of `parts` (valid header value bytes).
+    fn set(&mut self, name: HeaderName, parts: &[&[u8]]) {
+        let value = match self.buf.append(parts) {
+            Some((from, to)) => PendingValue::Written(from, to),
+            None => match HeaderValue::from_bytes(&parts.concat()) {
+                Ok(v) => PendingValue::Own(v),
+                Err(_) => return,
+            },
+        };
+        self.push(name, value);
+    }
+
+    fn set_static(&mut self, name: HeaderName, value: &'static str) {
+        self.push(name, PendingValue::Own(HeaderValue::from_static(value)));
+    }
+
+    fn push(&mut self, name: HeaderName, value: PendingValue) {
+        if let Some(slot) = self.values.iter_mut().find(|v| v.is_none()) {
+            *slot = Some((name, value));
+        }
+    }
+
+    /// Inserts the values into `headers`, in the order they were set.
+    fn apply(self, headers: &mut HeaderMap) {
+        let Pending { buf, values } = self;
+        let shared = (buf.len > 0).then(|| Bytes::from_owner(buf));
+        for (name, value) in values.into_iter().flatten() {
+            let value = match value {
+                PendingValue::Own(v) => v,
+                PendingValue::Written(from, to) => {
+                    let Some(shared) = &shared else { continue };
+                    let Some(bytes) = shared.get(from..to) else {
+                        continue;
+                    };
+                    match HeaderValue::from_maybe_shared(shared.slice_ref(bytes)) {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    }
+                }
+            };
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// The storage of [`Pending`]'s values.
+struct ValueBuf {
+    bytes: [u8; PENDING_BYTES],
+    len: usize,
+}
+
+impl Default for ValueBuf {
+    fn default() -> Self {
+        ValueBuf {
+            bytes: [0; PENDING_BYTES],
+            len: 0,
+        }
+    }
+}
+
+impl ValueBuf {
+    /// Appends the concatenation of `parts`, returning its range; `None` when it does not
+    /// fit (nothing is written then).
+    fn append(&mut self, parts: &[&[u8]]) -> Option<(usize, usize)> {
+        let from = self.len;
+        let to = from + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut out = self.bytes.get_mut(from..to)?;
+        for part in parts {
+            let (head, rest) = out.split_at_mut(part.len());
+            head.copy_from_slice(part);
+            out = rest;
+        }
+        self.len = to;
+        Some((from, to))
+    }
+}
+
+impl AsRef<[u8]> for ValueBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
 }
 
 thread_local! {
@@ -403,12 +548,37 @@ fn random_nonzero_u128() -> u128 {
     }
 }
 
-/// Lowercase hex digits of `v`, right-aligned in `out` (its length is the digit count).
-fn put_hex(out: &mut [u8], mut v: u128) {
+/// The two lowercase hex digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for digit in out.iter_mut().rev() {
-        *digit = HEX[(v & 0xf) as usize];
-        v >>= 4;
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
+
+/// Lowercase hex digits of `v`, right-aligned in `out` (its length is the digit count).
+fn put_hex(out: &mut [u8], v: u128) {
+    let bytes = v.to_be_bytes();
+    // Two digits a byte, from the right; an odd count ends with one digit of a byte.
+    let mut digits = out.rchunks_mut(2);
+    for (pair, byte) in digits.by_ref().zip(bytes.iter().rev()) {
+        let [hi, lo] = HEX_PAIRS[usize::from(*byte)];
+        match pair {
+            [d] => *d = lo,
+            [a, b] => {
+                *a = hi;
+                *b = lo;
+            }
+            _ => {}
+        }
+    }
+    // More digits than a u128 has: leading zeros.
+    for pair in digits {
+        pair.fill(b'0');
     }
 }
 
@@ -475,18 +645,20 @@ pub struct TraceService<S> {
 /// Continues (or starts) the request's trace in its headers, adds `x-request-id` when
 /// absent, and returns the context of this hop's span (also put in the extensions).
 pub fn propagate<B>(req: &mut Request<B>) -> TraceContext {
-    let ctx = match TraceContext::extract(req.headers()) {
+    let found = TraceHeaders::scan(req.headers());
+    let ctx = match found.context() {
         Some(incoming) => incoming.child(random_nonzero_u64()),
         None => TraceContext::root(),
     };
-    ctx.inject(req.headers_mut());
-    if !req.headers().contains_key(X_REQUEST_ID) {
+    let has_request_id = found.request_id;
+    let mut values = Pending::default();
+    ctx.inject_into(req.headers_mut(), &mut values);
+    if !has_request_id {
         let mut id = [0u8; 36];
         write_request_id(&mut id);
-        if let Ok(id) = HeaderValue::from_bytes(&id) {
-            req.headers_mut().insert(X_REQUEST_ID, id);
-        }
+        values.set(X_REQUEST_ID, &[&id]);
     }
+    values.apply(req.headers_mut());
     req.extensions_mut().insert(ctx);
     ctx
 }
@@ -695,6 +867,108 @@ mod tests {
     }
 
     #[test]
+    fn every_format_round_trips_through_inject() {
+        let base = TraceContext {
+            trace_id: 0x463a_c35c_9f64_13ad_4848_5a39_53bb_6124,
+            short_trace_id: false,
+            span_id: 0xa2fb_4a1d_1a96_d312,
+            parent_span_id: None,
+            sampled: Some(false),
+            debug: false,
+            format: TraceFormat::W3c,
+        };
+        let w3c = {
+            let mut h = HeaderMap::new();
+            base.inject(&mut h);
+            h
+        };
+        assert_eq!(
+            w3c[TRACEPARENT],
+            "00-463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-00"
+        );
+        assert_eq!(TraceContext::extract(&w3c), Some(base));
+        let single = TraceContext {
+            format: TraceFormat::B3Single,
+            ..base
+        };
+        for ctx in [
+            TraceContext {
+                sampled: None,
+                ..single
+            },
+            single,
+            TraceContext {
+                parent_span_id: Some(7),
+                ..single
+            },
+            TraceContext {
+                debug: true,
+                sampled: Some(true),
+                parent_span_id: Some(7),
+                short_trace_id: true,
+                trace_id: 0x4848_5a39_53bb_6124,
+                ..single
+            },
+        ] {
+            let mut h = HeaderMap::new();
+            ctx.inject(&mut h);
+            assert_eq!(h.len(), 1);
+            assert_eq!(TraceContext::extract(&h), Some(ctx), "{:?}", h[B3]);
+        }
+        let multi = TraceContext {
+            format: TraceFormat::B3Multi,
+            ..base
+        };
+        for ctx in [
+            multi,
+            TraceContext {
+                debug: true,
+                sampled: Some(true),
+                parent_span_id: Some(7),
+                ..multi
+            },
+        ] {
+            let mut h = headers(&[("x-b3-parentspanid", "0000000000000009")]);
+            ctx.inject(&mut h);
+            assert_eq!(TraceContext::extract(&h), Some(ctx), "{h:?}");
+            assert_eq!(h.contains_key(X_B3_FLAGS), ctx.debug);
+            assert_eq!(h.contains_key(X_B3_SAMPLED), !ctx.debug);
+        }
+    }
+
+    #[test]
+    fn the_first_value_of_a_trace_header_is_the_one_read() {
+        // As `HeaderMap::get` reads it: a malformed first `traceparent` is not made up for
+        // by a second one.
+        let mut h = HeaderMap::new();
+        h.append(TRACEPARENT, HeaderValue::from_static("00-garbage"));
+        h.append(TRACEPARENT, HeaderValue::from_static(TP));
+        assert_eq!(TraceContext::extract(&h), None);
+        let mut h = HeaderMap::new();
+        h.append(TRACEPARENT, HeaderValue::from_static(TP));
+        h.append(TRACEPARENT, HeaderValue::from_static("00-garbage"));
+        h.append(
+            B3,
+            HeaderValue::from_static("a3ce929d0e0e4736-00f067aa0ba902b7"),
+        );
+        let ctx = TraceContext::extract(&h).expect("the first traceparent");
+        assert_eq!(ctx.format, TraceFormat::W3c);
+    }
+
+    #[test]
+    fn propagated_values_outlive_the_request_they_were_written_into() {
+        let mut req = Request::new(());
+        propagate(&mut req);
+        let copy = req.headers().clone();
+        let (tp, id) = (copy[TRACEPARENT].clone(), copy[X_REQUEST_ID].clone());
+        drop(req);
+        drop(copy);
+        assert_eq!(tp.len(), 55);
+        assert!(parse_traceparent(tp.to_str().expect("ascii")).is_some());
+        assert_eq!(id.len(), 36);
+    }
+
+    #[test]
     fn hex_is_written_as_format_writes_it() {
         for v in [
             0u128,
@@ -709,6 +983,12 @@ mod tests {
             assert_eq!(
                 std::str::from_utf8(&buf).ok(),
                 Some(format!("{v:032x}").as_str())
+            );
+            let mut odd = [0u8; 3];
+            put_hex(&mut odd, v);
+            assert_eq!(
+                std::str::from_utf8(&odd).ok(),
+                Some(format!("{:03x}", v & 0xfff).as_str())
             );
             let mut short = [0u8; 16];
             put_hex(&mut short, u128::from(v as u64));
