@@ -421,36 +421,100 @@ impl Service<Request<MeshBody>> for Upstream {
                 // What the pool replays a request from after a stale connection, if the retry
                 // layer keeps a copy of it.
                 let replay = tries.filter(TryContext::can_replay);
-                Box::pin(async move {
-                    let result = pool.send_guarded(req, guards, replay).await;
-                    if let Some(guard) = abandoned {
-                        guard.disarm();
-                    }
-                    if let Some(od) = &cluster.policy().outlier_detection
-                        && let Some(events) = &events
-                        && let Some(outcome) = Outcome::of_result(&result)
-                    {
-                        let events_out = cluster.state().outlier.record(
-                            addr,
-                            outcome,
-                            od,
-                            &endpoints,
-                            Instant::now(),
-                        );
-                        send_outlier_events(events, cluster.key(), events_out);
-                    }
-                    let mut resp = result?;
-                    if let Some(cookie) = set_cookie {
-                        resp.headers_mut()
-                            .append(http::header::SET_COOKIE, cookie.header);
-                    }
-                    Ok(resp)
+                // Made here, not in the future: the future then holds the send only, not the
+                // request and the send.
+                Box::pin(Sent {
+                    send: pool.send_guarded(req, guards, replay),
+                    after: Some(AfterSend {
+                        abandoned,
+                        cluster,
+                        events,
+                        endpoints,
+                        addr,
+                        set_cookie,
+                    }),
                 })
             }
             Target::Passthrough { host, port } => {
                 Box::pin(passthrough(pools.clone(), req, host, port))
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an [`Upstream`] send to a cluster endpoint: the pool's send, then
+    /// [`AfterSend`]. (Not an `async` block: one would hold the pool's future twice, as its
+    /// capture and as what it awaits.)
+    struct Sent<F> {
+        #[pin]
+        send: F,
+        after: Option<AfterSend>,
+    }
+}
+
+/// What an [`Upstream`] send does once the pool answered: disarm the abandon guard, report
+/// the outcome to outlier detection, add the consistent-hash cookie.
+struct AfterSend {
+    abandoned: Option<AbandonGuard>,
+    cluster: Arc<Cluster>,
+    /// The mesh's events, when the cluster has outlier detection.
+    events: Option<broadcast::Sender<MeshEvent>>,
+    endpoints: Arc<[crate::registry::Endpoint]>,
+    addr: SocketAddr,
+    set_cookie: Option<crate::balance::SetCookie>,
+}
+
+impl AfterSend {
+    fn finish(
+        self,
+        result: Result<Response<MeshBody>, Error>,
+    ) -> Result<Response<MeshBody>, Error> {
+        let AfterSend {
+            abandoned,
+            cluster,
+            events,
+            endpoints,
+            addr,
+            set_cookie,
+        } = self;
+        if let Some(guard) = abandoned {
+            guard.disarm();
+        }
+        if let Some(od) = &cluster.policy().outlier_detection
+            && let Some(events) = &events
+            && let Some(outcome) = Outcome::of_result(&result)
+        {
+            let events_out =
+                cluster
+                    .state()
+                    .outlier
+                    .record(addr, outcome, od, &endpoints, Instant::now());
+            send_outlier_events(events, cluster.key(), events_out);
+        }
+        let mut resp = result?;
+        if let Some(cookie) = set_cookie {
+            resp.headers_mut()
+                .append(http::header::SET_COOKIE, cookie.header);
+        }
+        Ok(resp)
+    }
+}
+
+impl<F> Future for Sent<F>
+where
+    F: Future<Output = Result<Response<MeshBody>, Error>>,
+{
+    type Output = Result<Response<MeshBody>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.send.poll(cx));
+        Poll::Ready(match this.after.take() {
+            Some(after) => after.finish(result),
+            // Polled again after its answer (a contract breach): the pool's answer as it is.
+            None => result,
+        })
     }
 }
 

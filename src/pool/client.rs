@@ -203,15 +203,18 @@ struct Prepared {
     replay: Option<TryContext>,
 }
 
+/// A copy of a request head (no body, no extensions).
+struct ReplayHead {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+}
+
 /// A body-less idempotent request, to replay it on a fresh connection.
 enum Replay {
-    /// A copy made here.
-    Copy {
-        method: Method,
-        uri: Uri,
-        version: Version,
-        headers: http::HeaderMap,
-    },
+    /// A copy made here (boxed: the send future stays small for the shared case).
+    Copy(Box<ReplayHead>),
     /// The retry layer's copy, made before the request was prepared (prepared again to
     /// replay).
     Shared(TryContext),
@@ -234,26 +237,27 @@ impl Replay {
         }
         Some(match shared {
             Some(ctx) => Replay::Shared(ctx),
-            None => Replay::Copy {
+            None => Replay::Copy(Box::new(ReplayHead {
                 method: req.method().clone(),
                 uri: req.uri().clone(),
                 version: req.version(),
                 headers: req.headers().clone(),
                 // No extensions: only hyper reads the request past the pool, and of its
                 // extensions only the extended-CONNECT protocol (HTTP/2, never replayed here).
-            },
+            })),
         })
     }
 
     /// The request to send again (HTTP/1.1, prepared as the first send was).
     fn into_request(self) -> Option<Request<MeshBody>> {
         match self {
-            Replay::Copy {
-                method,
-                uri,
-                version,
-                headers,
-            } => {
+            Replay::Copy(head) => {
+                let ReplayHead {
+                    method,
+                    uri,
+                    version,
+                    headers,
+                } = *head;
                 let mut req = Request::new(crate::body::empty());
                 *req.method_mut() = method;
                 *req.uri_mut() = uri;
@@ -572,23 +576,37 @@ impl Inner {
                 Ok(resp) => return Ok(self.wrap_h1(resp, conn, guard)),
                 Err(err) => err,
             };
-            let mut err = err;
-            let retry = err.take_message().or_else(|| {
-                replay
-                    .filter(|_| is_stale_connection_error(err.error()))
-                    .and_then(Replay::into_request)
-            });
-            let Some(req) = retry else {
-                return Err(upstream_reset(err.error()));
-            };
-            tracing::debug!(
-                addr = %self.key.addr,
-                error = %err.error(),
-                "retrying a request that met a stale pooled connection on a fresh connection"
-            );
             // Boxed: the rare path stays out of every request's future.
-            Box::pin(self.resend_h1(req, conn, prepared.authority, guard)).await
+            Box::pin(self.recover_h1(err, replay, conn, prepared.authority, guard)).await
         }
+    }
+
+    /// A send of [`send_h1`](Self::send_h1) failed: the request goes again on a fresh
+    /// connection if hyper gave it back unsent or `replay` has it and the connection was
+    /// stale, else the failure is the answer.
+    async fn recover_h1(
+        self: &Arc<Self>,
+        mut err: hyper::client::conn::TrySendError<Request<MeshBody>>,
+        replay: Option<Replay>,
+        conn: H1Conn,
+        authority: Option<Authority>,
+        guard: InFlight,
+    ) -> Result<Response<MeshBody>, Error> {
+        let retry = err.take_message().or_else(|| {
+            replay
+                .filter(|_| is_stale_connection_error(err.error()))
+                .and_then(Replay::into_request)
+        });
+        let Some(req) = retry else {
+            return Err(upstream_reset(err.error()));
+        };
+        tracing::debug!(
+            addr = %self.key.addr,
+            error = %err.error(),
+            "retrying a request that met a stale pooled connection on a fresh connection"
+        );
+        drop(err);
+        self.resend_h1(req, conn, authority, guard).await
     }
 
     /// The second chance of [`send_h1`](Self::send_h1) on a fresh connection.
