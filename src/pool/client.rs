@@ -434,28 +434,28 @@ where
 
 fn prepare_h1(req: Request<MeshBody>) -> Prepared {
     let (mut parts, body) = req.into_parts();
-    let authority = parts
-        .uri
-        .authority()
-        .cloned()
-        .or_else(|| host_authority(&parts.headers));
     if !parts.headers.contains_key(HOST)
         && let Some(auth) = parts.uri.authority()
         && let Ok(value) = HeaderValue::from_str(auth.as_str())
     {
         parts.headers.insert(HOST, value);
     }
-    // CONNECT keeps its authority-form; everything else goes origin-form.
-    if parts.method != Method::CONNECT && parts.uri.authority().is_some() {
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
+    // CONNECT keeps its authority-form; everything else goes origin-form (the URI's parts
+    // moved, not copied).
+    let authority = if parts.method != Method::CONNECT && parts.uri.authority().is_some() {
+        let absolute = std::mem::take(&mut parts.uri).into_parts();
+        let pq = absolute
+            .path_and_query
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        if let Ok(uri) = Uri::builder().path_and_query(pq).build() {
-            parts.uri = uri;
-        }
-    }
+        parts.uri = Uri::from(pq);
+        absolute.authority
+    } else {
+        parts
+            .uri
+            .authority()
+            .cloned()
+            .or_else(|| host_authority(&parts.headers))
+    };
     parts.version = Version::HTTP_11;
     Prepared {
         req: Request::from_parts(parts, body),
