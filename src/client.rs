@@ -86,7 +86,10 @@ pub(crate) fn build_stack(
 ) -> Stack {
     let cluster = Upstream::with_parts(pools, events.clone(), mtls, true);
     let retry_events = events.clone();
+    // The pool replays a try on a fresh connection (after a stale one) from the retry
+    // layer's copy of the head: the upstream sender passes its requests on unchanged.
     let retry = RetryLayer::new()
+        .share_head_with_pool()
         .seed(seed ^ 0x0052_4554_5259)
         .gate(MeshGate {
             budget: BudgetGate::new(|s| &s.retry_budget),
@@ -415,36 +418,103 @@ impl Service<Request<MeshBody>> for Upstream {
                         armed: true,
                     })
                 });
-                Box::pin(async move {
-                    let result = pool.send_guarded(req, guards).await;
-                    if let Some(guard) = abandoned {
-                        guard.disarm();
-                    }
-                    if let Some(od) = &cluster.policy().outlier_detection
-                        && let Some(events) = &events
-                        && let Some(outcome) = Outcome::of_result(&result)
-                    {
-                        let events_out = cluster.state().outlier.record(
-                            addr,
-                            outcome,
-                            od,
-                            &endpoints,
-                            Instant::now(),
-                        );
-                        send_outlier_events(events, cluster.key(), events_out);
-                    }
-                    let mut resp = result?;
-                    if let Some(cookie) = set_cookie {
-                        resp.headers_mut()
-                            .append(http::header::SET_COOKIE, cookie.header);
-                    }
-                    Ok(resp)
+                // What the pool replays a request from after a stale connection, if the retry
+                // layer keeps a copy of it.
+                let replay = tries.filter(TryContext::can_replay);
+                // Made here, not in the future: the future then holds the send only, not the
+                // request and the send.
+                Box::pin(Sent {
+                    send: pool.send_guarded(req, guards, replay),
+                    after: Some(AfterSend {
+                        abandoned,
+                        cluster,
+                        events,
+                        endpoints,
+                        addr,
+                        set_cookie,
+                    }),
                 })
             }
             Target::Passthrough { host, port } => {
                 Box::pin(passthrough(pools.clone(), req, host, port))
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an [`Upstream`] send to a cluster endpoint: the pool's send, then
+    /// [`AfterSend`]. (Not an `async` block: one would hold the pool's future twice, as its
+    /// capture and as what it awaits.)
+    struct Sent<F> {
+        #[pin]
+        send: F,
+        after: Option<AfterSend>,
+    }
+}
+
+/// What an [`Upstream`] send does once the pool answered: disarm the abandon guard, report
+/// the outcome to outlier detection, add the consistent-hash cookie.
+struct AfterSend {
+    abandoned: Option<AbandonGuard>,
+    cluster: Arc<Cluster>,
+    /// The mesh's events, when the cluster has outlier detection.
+    events: Option<broadcast::Sender<MeshEvent>>,
+    endpoints: Arc<[crate::registry::Endpoint]>,
+    addr: SocketAddr,
+    set_cookie: Option<crate::balance::SetCookie>,
+}
+
+impl AfterSend {
+    fn finish(
+        self,
+        result: Result<Response<MeshBody>, Error>,
+    ) -> Result<Response<MeshBody>, Error> {
+        let AfterSend {
+            abandoned,
+            cluster,
+            events,
+            endpoints,
+            addr,
+            set_cookie,
+        } = self;
+        if let Some(guard) = abandoned {
+            guard.disarm();
+        }
+        if let Some(od) = &cluster.policy().outlier_detection
+            && let Some(events) = &events
+            && let Some(outcome) = Outcome::of_result(&result)
+        {
+            let events_out =
+                cluster
+                    .state()
+                    .outlier
+                    .record(addr, outcome, od, &endpoints, Instant::now());
+            send_outlier_events(events, cluster.key(), events_out);
+        }
+        let mut resp = result?;
+        if let Some(cookie) = set_cookie {
+            resp.headers_mut()
+                .append(http::header::SET_COOKIE, cookie.header);
+        }
+        Ok(resp)
+    }
+}
+
+impl<F> Future for Sent<F>
+where
+    F: Future<Output = Result<Response<MeshBody>, Error>>,
+{
+    type Output = Result<Response<MeshBody>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.send.poll(cx));
+        Poll::Ready(match this.after.take() {
+            Some(after) => after.finish(result),
+            // Polled again after its answer (a contract breach): the pool's answer as it is.
+            None => result,
+        })
     }
 }
 
@@ -700,4 +770,109 @@ fn pool_settings(cluster: &Cluster) -> PoolSettings {
         });
     }
     settings
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::ConfigSource;
+
+    /// A raw HTTP/1.1 server answering each connection's first request with a keep-alive
+    /// response, then closing the connection once the next request has arrived (the
+    /// stale-connection race). Returns its address, the connections accepted and every
+    /// request head received.
+    async fn closes_after_one() -> (SocketAddr, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (count, seen) = (accepted.clone(), heads.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    for answer in [true, false] {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 1024];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        seen.lock()
+                            .expect("lock")
+                            .push(String::from_utf8_lossy(&buf).into_owned());
+                        if answer {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                        }
+                    }
+                    // Close without answering the second request.
+                });
+            }
+        });
+        (addr, accepted, heads)
+    }
+
+    fn mesh(addr: SocketAddr) -> Mesh {
+        let services = format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: my-app, namespace: default}}\nspec:\n  hosts: [my-app.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
+            addr.port()
+        );
+        let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: my-app, namespace: default}\nspec:\n  hosts: [my-app]\n  http:\n  - route: [{destination: {host: my-app}}]\n";
+        Mesh::builder()
+            .seed(7)
+            .config(ConfigSource::yaml("services.yaml", services))
+            .config(ConfigSource::yaml("vs.yaml", vs))
+            .build()
+            .expect("valid config")
+    }
+
+    /// The pool replays a body-less GET that met a stale connection from the retry layer's
+    /// copy of the request: the same request again, on a fresh connection, not a retry.
+    #[tokio::test]
+    async fn stale_connection_replay_sends_the_same_request_and_is_not_a_retry() {
+        let (addr, accepted, heads) = closes_after_one().await;
+        let mesh = mesh(addr);
+        let mut events = mesh.subscribe();
+        let mut client = mesh.client();
+        for i in 0..5 {
+            let req = Request::get(format!("http://my-app/r{i}"))
+                .header("x-test", format!("v{i}"))
+                .body(body::empty())
+                .expect("request");
+            let resp = client.call(req).await.expect("infallible");
+            assert_eq!(resp.status(), http::StatusCode::OK, "request {i}");
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(&bytes[..], b"ok");
+        }
+        // Requests 1..5 each met a connection closed under them and were replayed once.
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+        let heads = heads.lock().expect("lock").clone();
+        assert_eq!(heads.len(), 9, "{heads:?}");
+        for pair in heads[1..].chunks(2) {
+            assert_eq!(pair[0], pair[1], "the replay is the request as first sent");
+            assert!(pair[0].starts_with("GET /r"), "{pair:?}");
+            assert!(pair[0].contains("x-test: v"), "{pair:?}");
+        }
+        while let Ok(event) = events.try_recv() {
+            assert!(
+                !matches!(
+                    event,
+                    MeshEvent::Retried { .. } | MeshEvent::RetryRefused { .. }
+                ),
+                "a replay is not a retry: {event:?}"
+            );
+        }
+    }
 }

@@ -24,6 +24,7 @@ use super::reset::upstream_reset;
 use super::{PoolKey, PoolSettings, PoolStats};
 use crate::body::{BodyGuards, MeshBody, boxed};
 use crate::error::{Error, ResetReason};
+use crate::resilience::retry::TryContext;
 
 /// The connections to one endpoint (one [`PoolKey`]): a set of HTTP/1.1 connections, or one
 /// shared HTTP/2 connection.
@@ -198,18 +199,30 @@ struct Prepared {
     req: Request<MeshBody>,
     /// The authority the request is for (URI, else `Host`): the connect's server name.
     authority: Option<Authority>,
+    /// Where a copy of the request is kept already (HTTP/1.1 replays only).
+    replay: Option<TryContext>,
 }
 
-/// A copy of a body-less idempotent request, to replay it on a fresh connection.
-struct Replay {
+/// A copy of a request head (no body, no extensions).
+struct ReplayHead {
     method: Method,
     uri: Uri,
     version: Version,
     headers: http::HeaderMap,
 }
 
+/// A body-less idempotent request, to replay it on a fresh connection.
+enum Replay {
+    /// A copy made here (boxed: the send future stays small for the shared case).
+    Copy(Box<ReplayHead>),
+    /// The retry layer's copy, made before the request was prepared (prepared again to
+    /// replay).
+    Shared(TryContext),
+}
+
 impl Replay {
-    fn capture(req: &Request<MeshBody>) -> Option<Replay> {
+    /// What a failed send of `req` can be replayed from: `shared` if given, else a copy.
+    fn capture(req: &Request<MeshBody>, shared: Option<TryContext>) -> Option<Replay> {
         let idempotent = matches!(
             *req.method(),
             Method::GET
@@ -219,23 +232,41 @@ impl Replay {
                 | Method::PUT
                 | Method::DELETE
         );
-        (idempotent && req.body().is_end_stream()).then(|| Replay {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req.headers().clone(),
-            // No extensions: only hyper reads the request past the pool, and of its
-            // extensions only the extended-CONNECT protocol (HTTP/2, never replayed here).
+        if !(idempotent && req.body().is_end_stream()) {
+            return None;
+        }
+        Some(match shared {
+            Some(ctx) => Replay::Shared(ctx),
+            None => Replay::Copy(Box::new(ReplayHead {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                headers: req.headers().clone(),
+                // No extensions: only hyper reads the request past the pool, and of its
+                // extensions only the extended-CONNECT protocol (HTTP/2, never replayed here).
+            })),
         })
     }
 
-    fn into_request(self) -> Request<MeshBody> {
-        let mut req = Request::new(crate::body::empty());
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers;
-        req
+    /// The request to send again (HTTP/1.1, prepared as the first send was).
+    fn into_request(self) -> Option<Request<MeshBody>> {
+        match self {
+            Replay::Copy(head) => {
+                let ReplayHead {
+                    method,
+                    uri,
+                    version,
+                    headers,
+                } = *head;
+                let mut req = Request::new(crate::body::empty());
+                *req.method_mut() = method;
+                *req.uri_mut() = uri;
+                *req.version_mut() = version;
+                *req.headers_mut() = headers;
+                Some(req)
+            }
+            Replay::Shared(ctx) => ctx.replay_request().map(|req| prepare_h1(req).req),
+        }
     }
 }
 
@@ -315,7 +346,7 @@ impl Pool {
     /// `ConnectionTermination` (`UC`), `RemoteReset` (`UR`) or `ProtocolError` (`UPE`) when the
     /// request fails before the response headers.
     pub async fn send(&self, req: Request<MeshBody>) -> Result<Response<MeshBody>, Error> {
-        self.send_guarded(req, BodyGuards::default()).await
+        self.send_guarded(req, BodyGuards::default(), None).await
     }
 
     /// [`send`](Self::send), the response body also keeping `guards` until it ends or is
@@ -324,10 +355,15 @@ impl Pool {
     ///
     /// The request is prepared and counted now; the future owns what it needs (no borrow of
     /// the pool) and holds the request once, not once per nested call.
+    ///
+    /// `replay`: the retry layer's context of this try when it keeps a copy of the request
+    /// ([`TryContext::can_replay`]): a stale-connection replay is rebuilt from that copy
+    /// rather than from one made here.
     pub(crate) fn send_guarded(
         &self,
         req: Request<MeshBody>,
         guards: BodyGuards,
+        replay: Option<TryContext>,
     ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send + 'static {
         let guard = InFlight::new(self.inner.clone(), guards);
         let use_h2 = match self.inner.key.protocol {
@@ -341,8 +377,10 @@ impl Pool {
                 fut: self.inner.clone().send_h2(prepared, guard),
             }
         } else {
+            let mut prepared = prepare_h1(req);
+            prepared.replay = replay;
             OneOf::H1 {
-                fut: self.inner.clone().send_h1(prepare_h1(req), guard),
+                fut: self.inner.clone().send_h1(prepared, guard),
             }
         }
     }
@@ -396,32 +434,33 @@ where
 
 fn prepare_h1(req: Request<MeshBody>) -> Prepared {
     let (mut parts, body) = req.into_parts();
-    let authority = parts
-        .uri
-        .authority()
-        .cloned()
-        .or_else(|| host_authority(&parts.headers));
     if !parts.headers.contains_key(HOST)
         && let Some(auth) = parts.uri.authority()
         && let Ok(value) = HeaderValue::from_str(auth.as_str())
     {
         parts.headers.insert(HOST, value);
     }
-    // CONNECT keeps its authority-form; everything else goes origin-form.
-    if parts.method != Method::CONNECT && parts.uri.authority().is_some() {
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
+    // CONNECT keeps its authority-form; everything else goes origin-form (the URI's parts
+    // moved, not copied).
+    let authority = if parts.method != Method::CONNECT && parts.uri.authority().is_some() {
+        let absolute = std::mem::take(&mut parts.uri).into_parts();
+        let pq = absolute
+            .path_and_query
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        if let Ok(uri) = Uri::builder().path_and_query(pq).build() {
-            parts.uri = uri;
-        }
-    }
+        parts.uri = Uri::from(pq);
+        absolute.authority
+    } else {
+        parts
+            .uri
+            .authority()
+            .cloned()
+            .or_else(|| host_authority(&parts.headers))
+    };
     parts.version = Version::HTTP_11;
     Prepared {
         req: Request::from_parts(parts, body),
         authority,
+        replay: None,
     }
 }
 
@@ -461,6 +500,7 @@ fn prepare_h2(req: Request<MeshBody>, tls: &TlsPolicy) -> Prepared {
     Prepared {
         req: Request::from_parts(parts, body),
         authority,
+        replay: None,
     }
 }
 
@@ -527,7 +567,7 @@ impl Inner {
                 }
             };
             let replay = if conn.served > 0 {
-                Replay::capture(&prepared.req)
+                Replay::capture(&prepared.req, prepared.replay)
             } else {
                 None
             };
@@ -536,23 +576,37 @@ impl Inner {
                 Ok(resp) => return Ok(self.wrap_h1(resp, conn, guard)),
                 Err(err) => err,
             };
-            let mut err = err;
-            let retry = err.take_message().or_else(|| {
-                replay
-                    .filter(|_| is_stale_connection_error(err.error()))
-                    .map(Replay::into_request)
-            });
-            let Some(req) = retry else {
-                return Err(upstream_reset(err.error()));
-            };
-            tracing::debug!(
-                addr = %self.key.addr,
-                error = %err.error(),
-                "retrying a request that met a stale pooled connection on a fresh connection"
-            );
             // Boxed: the rare path stays out of every request's future.
-            Box::pin(self.resend_h1(req, conn, prepared.authority, guard)).await
+            Box::pin(self.recover_h1(err, replay, conn, prepared.authority, guard)).await
         }
+    }
+
+    /// A send of [`send_h1`](Self::send_h1) failed: the request goes again on a fresh
+    /// connection if hyper gave it back unsent or `replay` has it and the connection was
+    /// stale, else the failure is the answer.
+    async fn recover_h1(
+        self: &Arc<Self>,
+        mut err: hyper::client::conn::TrySendError<Request<MeshBody>>,
+        replay: Option<Replay>,
+        conn: H1Conn,
+        authority: Option<Authority>,
+        guard: InFlight,
+    ) -> Result<Response<MeshBody>, Error> {
+        let retry = err.take_message().or_else(|| {
+            replay
+                .filter(|_| is_stale_connection_error(err.error()))
+                .and_then(Replay::into_request)
+        });
+        let Some(req) = retry else {
+            return Err(upstream_reset(err.error()));
+        };
+        tracing::debug!(
+            addr = %self.key.addr,
+            error = %err.error(),
+            "retrying a request that met a stale pooled connection on a fresh connection"
+        );
+        drop(err);
+        self.resend_h1(req, conn, authority, guard).await
     }
 
     /// The second chance of [`send_h1`](Self::send_h1) on a fresh connection.

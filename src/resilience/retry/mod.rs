@@ -192,9 +192,19 @@ impl RetryPolicy {
 #[derive(Clone)]
 pub struct TryContext {
     attempt: u32,
-    tried: Arc<Mutex<Tried>>,
+    shared: Arc<TryShared>,
     avoid_previous: bool,
     remote_localities: bool,
+}
+
+/// What every try of a request shares (one allocation per request).
+struct TryShared {
+    tried: Mutex<Tried>,
+    /// The request's head as it reached the retry layer: what retries are rebuilt from.
+    head: Option<Head>,
+    /// Whether the layers below may replay the head as it is ([`TryContext::replay_request`]):
+    /// set by a [`RetryLayer`] whose inner service sends its requests unchanged to the pool.
+    head_for_pool: bool,
 }
 
 impl fmt::Debug for TryContext {
@@ -210,12 +220,45 @@ impl fmt::Debug for TryContext {
 impl TryContext {
     /// The context of the first try of a request.
     pub fn new(policy: &RetryPolicy) -> Self {
+        Self::with_head(policy, None, false)
+    }
+
+    /// The context of the first try of a request whose head is `head` (what retries are
+    /// rebuilt from); `for_pool`: the pool may replay it too.
+    fn with_head(policy: &RetryPolicy, head: Option<Head>, for_pool: bool) -> Self {
         TryContext {
             attempt: 1,
-            tried: Arc::default(),
+            shared: Arc::new(TryShared {
+                tried: Mutex::default(),
+                head,
+                head_for_pool: for_pool,
+            }),
             avoid_previous: policy.ignore_previous_hosts,
             remote_localities: policy.retry_remote_localities,
         }
+    }
+
+    /// A copy of the request this try sends, without body and extensions, when the retry
+    /// layer that made this context keeps one and sends its tries unchanged to the pool (the
+    /// [`MeshClient`](crate::MeshClient)'s stack): what the pool replays on a fresh
+    /// connection after a stale one, instead of copying the request head a second time.
+    pub(crate) fn replay_request(&self) -> Option<Request<MeshBody>> {
+        let head = self
+            .shared
+            .head
+            .as_ref()
+            .filter(|_| self.shared.head_for_pool)?;
+        let mut req = Request::new(body::empty());
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = head.uri.clone();
+        *req.version_mut() = head.version;
+        *req.headers_mut() = head.headers.clone();
+        Some(req)
+    }
+
+    /// Whether [`replay_request`](Self::replay_request) gives a request.
+    pub(crate) fn can_replay(&self) -> bool {
+        self.shared.head_for_pool && self.shared.head.is_some()
     }
 
     /// The same request's context for try number `attempt` (1 = the first try).
@@ -237,7 +280,11 @@ impl TryContext {
     }
 
     fn with_tried<T>(&self, f: impl FnOnce(&mut Tried) -> T) -> T {
-        f(&mut self.tried.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut self
+            .shared
+            .tried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Records the endpoint this try goes to (called by the balancer).
@@ -481,6 +528,7 @@ pub struct RetryLayer<G = NoGate> {
     replay_limit: usize,
     jitter: Arc<Jitter>,
     events: Option<EventSink>,
+    head_for_pool: bool,
 }
 
 impl fmt::Debug for RetryLayer<NoGate> {
@@ -498,6 +546,7 @@ impl Default for RetryLayer<NoGate> {
             replay_limit: DEFAULT_REPLAY_LIMIT,
             jitter: Arc::new(Jitter::from_os()),
             events: None,
+            head_for_pool: false,
         }
     }
 }
@@ -530,12 +579,22 @@ impl<G> RetryLayer<G> {
             replay_limit: self.replay_limit,
             jitter: self.jitter,
             events: self.events,
+            head_for_pool: self.head_for_pool,
         }
     }
 
     /// Calls `sink` with each [`RetryEvent`].
     pub fn on_event(mut self, sink: impl Fn(RetryEvent) + Send + Sync + 'static) -> Self {
         self.events = Some(Arc::new(sink));
+        self
+    }
+
+    /// Lets the pool replay a try from the head copy this layer keeps for retries
+    /// ([`TryContext::replay_request`]) instead of copying the head again. Only for an inner
+    /// service that hands its requests to the pool unchanged but for their version (the
+    /// [`MeshClient`](crate::MeshClient)'s fused upstream sender).
+    pub(crate) fn share_head_with_pool(mut self) -> Self {
+        self.head_for_pool = true;
         self
     }
 }
@@ -551,6 +610,7 @@ impl<S, G> Layer<S> for RetryLayer<G> {
                 replay_limit: self.replay_limit,
                 jitter: self.jitter.clone(),
                 events: self.events.clone(),
+                head_for_pool: self.head_for_pool,
             }),
         }
     }
@@ -562,6 +622,7 @@ struct RetryShared<G> {
     replay_limit: usize,
     jitter: Arc<Jitter>,
     events: Option<EventSink>,
+    head_for_pool: bool,
 }
 
 /// The service of [`RetryLayer`].
@@ -730,10 +791,14 @@ impl<G: RetryGate> RetryRun<G> {
                 None => (Replay::Once, body::boxed(original)),
             }
         };
-        let ctx = TryContext::new(&self.policy);
         // The first try takes the request as it came, extensions and all; retries are rebuilt
-        // from a copy of its head and the routing decision (what the layers below read).
-        let head = Head::of(&parts);
+        // from a copy of its head and the routing decision (what the layers below read), kept
+        // in the context all tries share.
+        let ctx = TryContext::with_head(
+            &self.policy,
+            Some(Head::of(&parts)),
+            self.shared.head_for_pool,
+        );
         let mut req: Request<MeshBody> = Request::from_parts(parts, first_body);
         req.extensions_mut().insert(ctx.for_attempt(1));
         let first_guard = self.shared.gate.start_try(&self.cluster, false);
@@ -804,7 +869,11 @@ impl<G: RetryGate> RetryRun<G> {
                     Box::pin(tokio::time::sleep(wait)).await;
                 }
                 ServiceExt::<Request<MeshBody>>::ready(&mut svc).await?;
-                let mut req: Request<MeshBody> = Request::from_parts(head.parts(), body);
+                let Some(parts) = ctx.shared.head.as_ref().map(Head::parts) else {
+                    // Not reached: this loop's context always keeps the head.
+                    return Err(Error::Other("retry: the request head was not kept".into()));
+                };
+                let mut req: Request<MeshBody> = Request::from_parts(parts, body);
                 req.extensions_mut().insert(ctx.for_attempt(retries + 1));
                 try_guard = self.shared.gate.start_try(&self.cluster, true);
                 fut = svc.call(req);

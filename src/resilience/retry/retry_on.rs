@@ -273,10 +273,14 @@ impl RetryOn {
     }
 
     fn matches_response(&self, status: StatusCode, headers: &HeaderMap) -> bool {
-        // A mesh-made answer is not an upstream response.
-        if headers.contains_key(LAYER_HEADER) {
-            return false;
-        }
+        // A mesh-made answer is not an upstream response (looked up last: most responses
+        // match nothing, and then need no lookup of it).
+        self.matches_upstream_response(status, headers) && !headers.contains_key(LAYER_HEADER)
+    }
+
+    /// [`matches_response`](Self::matches_response) for a response known to come from the
+    /// upstream.
+    fn matches_upstream_response(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         let code = status.as_u16();
         if self.contains(RetryCondition::FiveXx) && status.is_server_error() {
             return true;
