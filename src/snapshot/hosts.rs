@@ -126,12 +126,17 @@ pub fn resource_host<'a>(
 /// is dropped; an unbracketed IPv6 address (`::1`) or a non-numeric or out-of-range port
 /// leaves the authority whole, with no port.
 pub fn split_host_port(authority: &str) -> (&str, Option<u16>) {
-    let Some(colon) = authority.rfind(':') else {
+    // The port is the run of digits at the end, when a `:` comes right before it (so that
+    // `:` is the last one); scanning from the end finds it without searching the host.
+    let bytes = authority.as_bytes();
+    let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let colon = bytes.len() - digits;
+    if colon == 0 || bytes[colon - 1] != b':' {
         return (authority, None);
-    };
-    let (host, port) = (&authority[..colon], &authority[colon + 1..]);
+    }
+    let (host, port) = (&authority[..colon - 1], &authority[colon..]);
     let bracketed = host.starts_with('[') && host.ends_with(']');
-    if !port.bytes().all(|b| b.is_ascii_digit()) || (host.contains(':') && !bracketed) {
+    if host.contains(':') && !bracketed {
         return (authority, None);
     }
     if port.is_empty() {
@@ -477,21 +482,36 @@ fn lowercase<'b>(s: &'b str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str>
 /// `name` → `name.<ns>.svc.<domain>`, `name.x` and `name.x.svc` → `name.x.svc.<domain>`
 /// (Istio's `generateAltVirtualHostsForKubernetesService`). `None` for any other shape (IP
 /// literals, wildcards, longer names) or when the result would exceed a DNS name's length.
+///
+/// `host` is lower-case (as [`HostIndex::resolve_authority`] passes it) and so is the
+/// domain ([`ClusterDomain`] keeps it so): only the namespace may need lower-casing.
 fn alias_fqdn<'b>(
     host: &str,
     caller_namespace: &str,
     domain: &ClusterDomain,
     buf: &'b mut [u8; MAX_HOST_LEN],
 ) -> Option<&'b str> {
-    if host.contains([':', '[', '*']) || host.starts_with('.') || host.ends_with('.') {
+    let mut dots = 0usize;
+    for b in host.bytes() {
+        match b {
+            b':' | b'[' | b'*' => return None,
+            b'.' => dots += 1,
+            _ => {}
+        }
+    }
+    if host.starts_with('.') || host.ends_with('.') {
         return None;
     }
     let mut w = StackWriter { buf, len: 0 };
-    match host.bytes().filter(|&b| b == b'.').count() {
+    match dots {
         0 if !caller_namespace.is_empty() => {
             w.push(host)?;
             w.push(".")?;
+            let ns = w.len;
             w.push(caller_namespace)?;
+            if let Some(ns) = w.buf.get_mut(ns..w.len) {
+                ns.make_ascii_lowercase();
+            }
             w.push(".svc.")?;
         }
         1 => {
@@ -506,9 +526,7 @@ fn alias_fqdn<'b>(
     }
     w.push(domain.as_str())?;
     let StackWriter { buf, len } = w;
-    let out = &mut buf[..len];
-    out.make_ascii_lowercase();
-    std::str::from_utf8(out).ok()
+    std::str::from_utf8(buf.get(..len)?).ok()
 }
 
 /// Appends strings to a fixed buffer; `None` when full.
