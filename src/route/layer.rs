@@ -519,7 +519,13 @@ fn plan<'s>(
     let dests = fwd.destinations();
     let roll = mesh.inner.dice.roll(dests.total());
     let (dest_index, dest) = dests.pick_indexed(roll);
-    let target = snap.target(dest.host(), dest.subset(), dest.port(), port)?;
+    let target = snap.target_cached(
+        fwd.target_cache(dest_index),
+        dest.host(),
+        dest.subset(),
+        dest.port(),
+        port,
+    )?;
 
     // Authority: a route rewrite beats a destination header, which beats a route header.
     let new_authority = fwd
