@@ -1084,10 +1084,9 @@ spec:
             let t = snap.target_cached(Some(&cache), &reviews, None, Some(9090), request_port);
             assert_eq!(port_of(t), 9090);
         }
-        let (Some(Target::Cluster(cached)), Ok(Target::Cluster(fresh))) = (
-            cache.0.get(),
-            snap.target(&reviews, None, Some(9090), 80),
-        ) else {
+        let (Some(Target::Cluster(cached)), Ok(Target::Cluster(fresh))) =
+            (cache.0.get(), snap.target(&reviews, None, Some(9090), 80))
+        else {
             panic!("not remembered");
         };
         assert!(Arc::ptr_eq(cached, &fresh));
