@@ -402,7 +402,7 @@ fn plan<'s>(
         reason: "the request has no authority (no URI authority and no Host header)".into(),
     })?;
     let scheme = parts.uri.scheme_str().unwrap_or("http");
-    let (host_part, port) = split_host_port(&authority);
+    let (host_part, port) = split_host_port(authority);
     let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
     let query = parts.uri.query();
     let path = try_normalize_path(parts.uri.path(), settings.path_normalization).map_err(|e| {
@@ -429,8 +429,8 @@ fn plan<'s>(
 
     let gateway = parts.extensions.get::<GatewayName>();
     let resolved = match gateway {
-        None => snap.resolve(&authority),
-        Some(g) => match snap.resolve_for_gateway(&g.gateway, &authority) {
+        None => snap.resolve(authority),
+        Some(g) => match snap.resolve_for_gateway(&g.gateway, authority) {
             Some(r) => Some(r),
             None => {
                 return Err(Error::NoRoute {
@@ -483,7 +483,7 @@ fn plan<'s>(
     let view = RequestView {
         method: &parts.method,
         scheme,
-        authority: &authority,
+        authority,
         path: &path,
         query,
         headers: &parts.headers,
@@ -609,6 +609,7 @@ fn set_uri(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::table::RouteTable;
 
     fn parts(uri: &str, host: Option<&str>) -> http::request::Parts {
         let mut req = Request::builder().uri(uri);

@@ -337,8 +337,10 @@ impl<T> HostIndex<T> {
     /// Aliases are exact names, as in Envoy: `reviews` is not matched by a wildcard
     /// `*.default.svc.cluster.local`. To make a short name reach a service that only a
     /// wildcard covers, insert the service's FQDN as well (Istio builds one virtual host per
-    /// service, and the aliases belong to it). The alias FQDN is built in a stack buffer: the
-    /// call does not allocate.
+    /// service, and the aliases belong to it). The first call makes the short names of every
+    /// exact name for its namespace and domain, once (a change to the index drops them);
+    /// later calls look them up and do not allocate. Calls with another namespace or domain
+    /// build the alias FQDN in a stack buffer instead, also without allocating.
     pub fn resolve_authority(
         &self,
         authority: &str,

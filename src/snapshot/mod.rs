@@ -1064,7 +1064,7 @@ spec:
 
     #[test]
     fn cached_targets_are_remembered_only_when_the_request_port_cannot_change_them() {
-        let snap = compile(&format!("{SERVICE}"), "bookinfo");
+        let snap = compile(SERVICE, "bookinfo");
         let reviews = host(REVIEWS);
         let port_of = |t: Result<Target, Error>| match t {
             Ok(Target::Cluster(c)) => c.key().port,
