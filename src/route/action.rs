@@ -4,6 +4,7 @@
 //! Everything here is compiled once, when the route table is built; at request time the
 //! actions read plain data.
 
+use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use crate::config::virtual_service::{
 use crate::route::headers::HeaderOps;
 use crate::route::matcher::{RegexCache, StringMatcher};
 use crate::route::table::{RouteMatch, RouteWarningKind};
+use crate::snapshot::TargetCache;
 use crate::snapshot::hosts::{ClusterDomain, expand_host, split_host_port};
 
 /// The action of a route: Istio's oneof of `route` (forward), `redirect` and
@@ -39,14 +41,27 @@ pub enum RouteAction {
 pub struct Forward {
     destinations: WeightedDestinations,
     rewrite: Option<Box<Rewrite>>,
+    /// Each destination's target, remembered on first use.
+    targets: DestinationTargets,
 }
 
 impl Forward {
     /// A forward action.
     pub fn new(destinations: WeightedDestinations, rewrite: Option<Rewrite>) -> Self {
         Forward {
+            targets: DestinationTargets::new(destinations.len()),
             destinations,
             rewrite: rewrite.map(Box::new),
+        }
+    }
+
+    /// Where [`Snapshot::target_cached`](crate::snapshot::Snapshot::target_cached) keeps the
+    /// target of destination `index` (as [`WeightedDestinations::get`] numbers them).
+    pub(crate) fn target_cache(&self, index: usize) -> Option<&TargetCache> {
+        let slots = &self.targets.0;
+        match index.checked_sub(1) {
+            None => Some(&slots.first),
+            Some(j) => slots.rest.get(j),
         }
     }
 
@@ -58,6 +73,46 @@ impl Forward {
     /// The route's `rewrite`, if any (absent = path and authority unchanged).
     pub fn rewrite(&self) -> Option<&Rewrite> {
         self.rewrite.as_deref()
+    }
+}
+
+/// The targets of a forward action's destinations, by index: a cache filled by the
+/// snapshot whose routes hold the action (each snapshot compiles its own routes), so it is
+/// ignored by equality and a clone starts empty. One pointer in the route.
+struct DestinationTargets(Box<TargetSlots>);
+
+struct TargetSlots {
+    first: TargetCache,
+    rest: Box<[TargetCache]>,
+}
+
+impl DestinationTargets {
+    /// Empty slots for `len` destinations (at least one).
+    fn new(len: usize) -> Self {
+        DestinationTargets(Box::new(TargetSlots {
+            first: TargetCache::default(),
+            rest: (1..len).map(|_| TargetCache::default()).collect(),
+        }))
+    }
+}
+
+impl Clone for DestinationTargets {
+    fn clone(&self) -> Self {
+        DestinationTargets::new(1 + self.0.rest.len())
+    }
+}
+
+impl PartialEq for DestinationTargets {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DestinationTargets {}
+
+impl fmt::Debug for DestinationTargets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DestinationTargets")
     }
 }
 

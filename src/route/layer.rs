@@ -33,6 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::header::{HOST, ORIGIN};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
@@ -317,8 +318,11 @@ struct Plan<'s> {
     decision: RouteDecision,
     /// The route (from the snapshot) and the chosen destination's index, for header ops.
     route: Option<(&'s CompiledRoute, usize)>,
-    /// A new authority (rewrite or header op).
-    authority: Option<String>,
+    /// A new authority (rewrite or header op), a valid string.
+    authority: Option<HeaderValue>,
+    /// The `Host` header as the URI's authority, when the URI has none (`None` also when it
+    /// is not a valid authority).
+    host: Option<Authority>,
     /// A new path-and-query (rewrite), or the normalised path when it differs.
     path_and_query: Option<String>,
     origin: Option<HeaderValue>,
@@ -330,7 +334,9 @@ struct Plan<'s> {
 ///
 /// Matching borrows the request as it is (the only allocation on the way is a normalised
 /// path when normalisation changes it); the request is changed afterwards, and its URI is
-/// rebuilt only when something in it changes or it is not absolute yet.
+/// rebuilt only when something in it changes or it is not absolute yet. The rebuilt URI
+/// keeps the parts that do not change (scheme, authority, path) as they are, without copying
+/// them; an authority taken from the `Host` header is the one copy.
 fn decide(
     mesh: &Mesh,
     snap: &Arc<Snapshot>,
@@ -350,26 +356,16 @@ fn decide(
     }
     let absolute = parts.uri.scheme().is_some() && parts.uri.authority().is_some();
     if plan.authority.is_some() || plan.path_and_query.is_some() || !absolute {
-        let authority = match &plan.authority {
-            Some(a) => Cow::Borrowed(a.as_str()),
-            None => authority_of(parts)
-                .map(|a| Cow::Owned(a.into_owned()))
-                .unwrap_or(Cow::Borrowed("")),
-        };
-        let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
-        let pq = match &plan.path_and_query {
-            Some(pq) => pq.clone(),
-            None => parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
-        };
-        set_uri(parts, &scheme, &authority, &pq)?;
-        if plan.authority.is_some()
+        set_uri(
+            parts,
+            plan.authority.as_ref(),
+            plan.host,
+            plan.path_and_query,
+        )?;
+        if let Some(authority) = plan.authority
             && parts.headers.contains_key(HOST)
-            && let Ok(v) = HeaderValue::from_str(&authority)
         {
-            parts.headers.insert(HOST, v);
+            parts.headers.insert(HOST, authority);
         }
     }
     let ops = plan
@@ -393,11 +389,20 @@ fn plan<'s>(
     parts: &http::request::Parts,
 ) -> Result<Result<Plan<'s>, Response<MeshBody>>, Error> {
     let settings = snap.settings();
-    let authority = authority_of(parts).ok_or_else(|| Error::BadRequest {
+    // The authority as `authority_of` finds it; the `Host` header is kept for the URI.
+    let host = match parts.uri.authority() {
+        Some(_) => None,
+        None => parts.headers.get(HOST),
+    };
+    let authority = match parts.uri.authority() {
+        Some(a) => Some(a.as_str()),
+        None => host.and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty()),
+    }
+    .ok_or_else(|| Error::BadRequest {
         reason: "the request has no authority (no URI authority and no Host header)".into(),
     })?;
     let scheme = parts.uri.scheme_str().unwrap_or("http");
-    let (host_part, port) = split_host_port(&authority);
+    let (host_part, port) = split_host_port(authority);
     let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
     let query = parts.uri.query();
     let path = try_normalize_path(parts.uri.path(), settings.path_normalization).map_err(|e| {
@@ -416,6 +421,7 @@ fn plan<'s>(
         decision,
         route: None,
         authority: None,
+        host: host.and_then(|h| Authority::try_from(h.as_bytes()).ok()),
         path_and_query: normalized.clone(),
         origin: None,
         after_response: false,
@@ -423,8 +429,8 @@ fn plan<'s>(
 
     let gateway = parts.extensions.get::<GatewayName>();
     let resolved = match gateway {
-        None => snap.resolve(&authority),
-        Some(g) => match snap.resolve_for_gateway(&g.gateway, &authority) {
+        None => snap.resolve(authority),
+        Some(g) => match snap.resolve_for_gateway(&g.gateway, authority) {
             Some(r) => Some(r),
             None => {
                 return Err(Error::NoRoute {
@@ -477,7 +483,7 @@ fn plan<'s>(
     let view = RequestView {
         method: &parts.method,
         scheme,
-        authority: &authority,
+        authority,
         path: &path,
         query,
         headers: &parts.headers,
@@ -491,7 +497,10 @@ fn plan<'s>(
     };
     let route = m.route;
     let route_index = m.index;
-    let origin = parts.headers.get(ORIGIN).cloned();
+    // Only CORS reads the origin.
+    let origin = route
+        .cors()
+        .and_then(|_| parts.headers.get(ORIGIN).cloned());
 
     if let Some(cors) = route.cors()
         && let Some(mut resp) = cors.preflight(parts)
@@ -519,7 +528,13 @@ fn plan<'s>(
     let dests = fwd.destinations();
     let roll = mesh.inner.dice.roll(dests.total());
     let (dest_index, dest) = dests.pick_indexed(roll);
-    let target = snap.target(dest.host(), dest.subset(), dest.port(), port)?;
+    let target = snap.target_cached(
+        fwd.target_cache(dest_index),
+        dest.host(),
+        dest.subset(),
+        dest.port(),
+        port,
+    )?;
 
     // Authority: a route rewrite beats a destination header, which beats a route header.
     let new_authority = fwd
@@ -527,8 +542,8 @@ fn plan<'s>(
         .and_then(|r| r.authority())
         .or_else(|| dest.headers().authority())
         .or_else(|| route.headers().authority())
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .filter(|v| v.to_str().is_ok())
+        .cloned();
     let new_pq = fwd
         .rewrite()
         .and_then(|r| r.apply_path(&m, &path, query))
@@ -546,6 +561,7 @@ fn plan<'s>(
         },
         route: Some((route, dest_index)),
         authority: new_authority,
+        host: host.and_then(|h| table.authority_for(h)),
         path_and_query: new_pq,
         origin,
         after_response: !route.headers().is_empty()
@@ -554,28 +570,127 @@ fn plan<'s>(
     }))
 }
 
-/// Sets the request's URI to `scheme://authority` + `path_and_query` (absolute form: the
-/// connection layer derives what each HTTP version needs).
+/// Makes the request's URI absolute, `scheme://authority` + path-and-query (the connection
+/// layer derives what each HTTP version needs): the scheme is the URI's (`http` when it has
+/// none), the authority `authority` (a new one) when given, else the URI's, else `host` (the
+/// `Host` header's); the path-and-query `path_and_query` when given (`/` when empty), else
+/// the URI's (`/` when it has none). Errors (400) when a new path or the new authority is not
+/// valid in a URI, or there is no authority.
 fn set_uri(
     parts: &mut http::request::Parts,
-    scheme: &str,
-    authority: &str,
-    path_and_query: &str,
+    authority: Option<&HeaderValue>,
+    host: Option<Authority>,
+    path_and_query: Option<String>,
 ) -> Result<(), Error> {
     let bad = |what: &str| Error::BadRequest {
         reason: format!("cannot build the upstream URI: invalid {what}").into(),
     };
-    let pq = if path_and_query.is_empty() {
-        PathAndQuery::from_static("/")
-    } else {
-        PathAndQuery::try_from(path_and_query).map_err(|_| bad("path"))?
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    let pq = match path_and_query {
+        Some(pq) if pq.is_empty() => PathAndQuery::from_static("/"),
+        Some(pq) => PathAndQuery::from_maybe_shared(Bytes::from(pq)).map_err(|_| bad("path"))?,
+        None => uri
+            .path_and_query
+            .take()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
-    let uri = Uri::builder()
-        .scheme(Scheme::try_from(scheme).map_err(|_| bad("scheme"))?)
-        .authority(Authority::try_from(authority).map_err(|_| bad("authority"))?)
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| bad("URI"))?;
-    parts.uri = uri;
+    let authority = match (authority, uri.authority.take()) {
+        (Some(new), _) => Authority::try_from(new.as_bytes()).map_err(|_| bad("authority"))?,
+        (None, Some(old)) => old,
+        (None, None) => host.ok_or_else(|| bad("authority"))?,
+    };
+    uri.scheme = Some(uri.scheme.take().unwrap_or(Scheme::HTTP));
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(pq);
+    parts.uri = Uri::from_parts(uri).map_err(|_| bad("URI"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::table::RouteTable;
+
+    fn parts(uri: &str, host: Option<&str>) -> http::request::Parts {
+        let mut req = Request::builder().uri(uri);
+        if let Some(h) = host {
+            req = req.header(HOST, h);
+        }
+        let Ok(req) = req.body(()) else {
+            panic!("bad test request");
+        };
+        req.into_parts().0
+    }
+
+    fn host(parts: &http::request::Parts) -> Option<HeaderValue> {
+        parts.headers.get(HOST).cloned()
+    }
+
+    fn authority(s: &'static str) -> Option<Authority> {
+        Some(Authority::from_static(s))
+    }
+
+    #[test]
+    fn origin_form_gets_the_host_as_authority_and_keeps_its_path() {
+        let mut p = parts("/a/b?x=1", Some("my-app:8080"));
+        let h = host(&p);
+        assert!(set_uri(&mut p, None, authority("my-app:8080"), None).is_ok());
+        assert_eq!(p.uri.to_string(), "http://my-app:8080/a/b?x=1");
+        assert_eq!(host(&p), h, "the Host header is left alone");
+    }
+
+    #[test]
+    fn absolute_uris_keep_their_scheme_and_authority_unless_rewritten() {
+        let mut p = parts("https://a.example/p", Some("ignored"));
+        assert!(set_uri(&mut p, None, authority("b"), Some("/q?y".into())).is_ok());
+        assert_eq!(p.uri.to_string(), "https://a.example/q?y");
+        let new = HeaderValue::from_static("b.example:81");
+        assert!(set_uri(&mut p, Some(&new), None, Some(String::new())).is_ok());
+        assert_eq!(p.uri.to_string(), "https://b.example:81/");
+    }
+
+    #[test]
+    fn route_tables_parse_a_host_once_and_share_it() {
+        let table = RouteTable::default();
+        let a = HeaderValue::from_static("my-app:80");
+        let first = table.authority_for(&a);
+        let again = table.authority_for(&a);
+        assert_eq!(first.as_ref().map(Authority::as_str), Some("my-app:80"));
+        assert_eq!(again, first);
+        // Another spelling is parsed on its own (and not kept); an invalid one is `None`.
+        let b = HeaderValue::from_static("MY-APP");
+        assert_eq!(
+            table.authority_for(&b).map(|a| a.to_string()),
+            Some("MY-APP".into())
+        );
+        assert_eq!(table.authority_for(&a), first);
+        assert_eq!(table.authority_for(&HeaderValue::from_static("a b")), None);
+    }
+
+    #[test]
+    fn authority_form_goes_to_the_root_path() {
+        let mut p = parts("my-app:80", None);
+        assert!(set_uri(&mut p, None, None, None).is_ok());
+        assert_eq!(p.uri.to_string(), "http://my-app:80/");
+    }
+
+    #[test]
+    fn no_or_bad_authority_and_bad_paths_are_400() {
+        let bad = |r: Result<(), Error>| matches!(r, Err(Error::BadRequest { .. }));
+        assert!(bad(set_uri(&mut parts("/", None), None, None, None)));
+        let space = HeaderValue::from_static("a b");
+        assert!(bad(set_uri(
+            &mut parts("/", None),
+            Some(&space),
+            None,
+            None
+        )));
+        let ok = HeaderValue::from_static("a");
+        assert!(bad(set_uri(
+            &mut parts("/", None),
+            Some(&ok),
+            None,
+            Some("/a b".into())
+        )));
+    }
 }

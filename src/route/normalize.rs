@@ -112,6 +112,9 @@ pub fn try_normalize_path(
 
 /// The normalised path and whether it is valid (no NUL).
 fn normalize(path: &str, mode: PathNormalization) -> (Cow<'_, str>, bool) {
+    if mode != PathNormalization::None && is_plain(path, mode) {
+        return (Cow::Borrowed(path), true);
+    }
     match mode {
         PathNormalization::None => (Cow::Borrowed(path), true),
         PathNormalization::Base => canonicalize(path),
@@ -130,6 +133,28 @@ fn normalize(path: &str, mode: PathNormalization) -> (Cow<'_, str>, bool) {
             (then(out, merge_slashes), valid)
         }
     }
+}
+
+/// Whether every level of normalisation leaves `path` as it is (the common case, checked in
+/// one pass): it starts with `/` and has no byte the canonicaliser treats specially (dots,
+/// `%`, backslashes, bytes it escapes, NUL) and, for the levels that merge slashes, no `//`.
+fn is_plain(path: &str, mode: PathNormalization) -> bool {
+    let merge = matches!(
+        mode,
+        PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes
+    );
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut prev = 0u8;
+    for &b in bytes {
+        if char_flags(b) & SPECIAL != 0 || (merge && b == b'/' && prev == b'/') {
+            return false;
+        }
+        prev = b;
+    }
+    true
 }
 
 /// Applies a borrowing transformation to a `Cow`, keeping the original borrow (or buffer)
@@ -487,6 +512,50 @@ fn merge_slashes(path: &str) -> Cow<'_, str> {
 mod tests {
     use super::PathNormalization::{Base, DecodeAndMergeSlashes, MergeSlashes};
     use super::*;
+
+    /// The one-pass check for an already-normal path agrees with the full normalisation.
+    #[test]
+    fn plain_paths_take_the_short_way_with_the_same_result() {
+        let modes = [
+            PathNormalization::Base,
+            PathNormalization::MergeSlashes,
+            PathNormalization::DecodeAndMergeSlashes,
+        ];
+        for path in [
+            "/",
+            "/a/b",
+            "/a//b",
+            "//",
+            "a/b",
+            "",
+            "/a.b",
+            "/a/./b",
+            "/%41",
+            "/a\\b",
+            "/a b",
+            "/a/b/",
+            "/~x-y_z/0:@!$&'()*+,;=",
+        ] {
+            for mode in modes {
+                let slow = match mode {
+                    PathNormalization::Base => canonicalize(path).0,
+                    PathNormalization::MergeSlashes => then(canonicalize(path).0, merge_slashes),
+                    _ => then(
+                        then(unescape_slashes(path), |p| canonicalize(p).0),
+                        merge_slashes,
+                    ),
+                };
+                let (fast, valid) = normalize(path, mode);
+                assert_eq!((&*fast, valid), (&*slow, true), "{path:?} {mode:?}");
+                if is_plain(path, mode) {
+                    assert!(matches!(fast, Cow::Borrowed(_)), "{path:?}");
+                }
+            }
+        }
+        assert!(is_plain("/a//b", PathNormalization::Base));
+        assert!(!is_plain("/a//b", PathNormalization::MergeSlashes));
+        assert!(!is_plain("a", PathNormalization::Base));
+    }
 
     fn base(p: &str) -> String {
         normalize_path(p, Base).into_owned()

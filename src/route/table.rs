@@ -416,6 +416,33 @@ impl<'a> RouteMatch<'a> {
 pub struct RouteTable {
     routes: Box<[Arc<CompiledRoute>]>,
     index: Option<SegmentIndex>,
+    /// The first `Host` a request addressed the table with, parsed for its URI.
+    authority: AuthorityMemo,
+}
+
+/// The [`Authority`](http::uri::Authority) of the first `Host` header that needed one (see
+/// [`RouteTable::authority_for`]): a cache, ignored by equality and emptied by clone.
+#[derive(Default)]
+struct AuthorityMemo(OnceLock<http::uri::Authority>);
+
+impl Clone for AuthorityMemo {
+    fn clone(&self) -> Self {
+        AuthorityMemo::default()
+    }
+}
+
+impl PartialEq for AuthorityMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for AuthorityMemo {}
+
+impl fmt::Debug for AuthorityMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthorityMemo")
+    }
 }
 
 /// Tables with fewer match blocks than this are scanned linearly (the index's hash lookup
@@ -518,9 +545,27 @@ impl RouteTable {
             RouteTable {
                 routes: cx.routes.into_boxed_slice(),
                 index,
+                authority: AuthorityMemo::default(),
             },
             cx.warnings,
         )
+    }
+
+    /// `host` (a `Host` header) as a URI authority; `None` when it is not a valid one. The
+    /// first one parsed is kept, and a request with the same bytes gets a clone of it (its
+    /// bytes shared, not copied): the clients of a host mostly spell it one way.
+    pub(crate) fn authority_for(&self, host: &http::HeaderValue) -> Option<http::uri::Authority> {
+        if let Some(a) = self.authority.0.get()
+            && a.as_str().as_bytes() == host.as_bytes()
+        {
+            return Some(a.clone());
+        }
+        let authority = http::uri::Authority::try_from(host.as_bytes()).ok()?;
+        if self.authority.0.get().is_none() {
+            // Another request may have set it meanwhile: then this one is not kept.
+            let _ = self.authority.0.set(authority.clone());
+        }
+        Some(authority)
     }
 
     /// The first route (and match block) that matches `req`, or `None` (Envoy's 404 "NR").

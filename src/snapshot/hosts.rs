@@ -36,6 +36,7 @@
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::fmt;
+use std::sync::OnceLock;
 
 use crate::config::Kind;
 
@@ -126,12 +127,21 @@ pub fn resource_host<'a>(
 /// is dropped; an unbracketed IPv6 address (`::1`) or a non-numeric or out-of-range port
 /// leaves the authority whole, with no port.
 pub fn split_host_port(authority: &str) -> (&str, Option<u16>) {
-    let Some(colon) = authority.rfind(':') else {
+    // The port is the run of digits at the end, when a `:` comes right before it (so that
+    // `:` is the last one); scanning from the end finds it without searching the host.
+    let bytes = authority.as_bytes();
+    let digits = bytes
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let colon = bytes.len() - digits;
+    if colon == 0 || bytes[colon - 1] != b':' {
         return (authority, None);
-    };
-    let (host, port) = (&authority[..colon], &authority[colon + 1..]);
+    }
+    let (host, port) = (&authority[..colon - 1], &authority[colon..]);
     let bracketed = host.starts_with('[') && host.ends_with(']');
-    if !port.bytes().all(|b| b.is_ascii_digit()) || (host.contains(':') && !bracketed) {
+    if host.contains(':') && !bracketed {
         return (authority, None);
     }
     if port.is_empty() {
@@ -223,6 +233,19 @@ pub struct HostIndex<T> {
     /// The longest wildcard key, to skip suffixes that cannot match.
     max_key_len: usize,
     len: usize,
+    /// The short names of the exact names, made on the first
+    /// [`resolve_authority`](Self::resolve_authority) (emptied by a change).
+    aliases: OnceLock<Aliases>,
+}
+
+/// The short names ([`alias_fqdn`]) of an index's exact names for one caller namespace and
+/// cluster domain: short name → FQDN. Made once, so that resolving an authority looks a short
+/// name up instead of building its FQDN.
+#[derive(Debug, Clone)]
+struct Aliases {
+    namespace: Box<str>,
+    domain: ClusterDomain,
+    names: foldhash::HashMap<Box<str>, Box<str>>,
 }
 
 impl<T> Default for HostIndex<T> {
@@ -232,6 +255,7 @@ impl<T> Default for HostIndex<T> {
             wildcards: foldhash::HashMap::default(),
             max_key_len: 0,
             len: 0,
+            aliases: OnceLock::new(),
         }
     }
 }
@@ -313,8 +337,10 @@ impl<T> HostIndex<T> {
     /// Aliases are exact names, as in Envoy: `reviews` is not matched by a wildcard
     /// `*.default.svc.cluster.local`. To make a short name reach a service that only a
     /// wildcard covers, insert the service's FQDN as well (Istio builds one virtual host per
-    /// service, and the aliases belong to it). The alias FQDN is built in a stack buffer: the
-    /// call does not allocate.
+    /// service, and the aliases belong to it). The first call makes the short names of every
+    /// exact name for its namespace and domain, once (a change to the index drops them);
+    /// later calls look them up and do not allocate. Calls with another namespace or domain
+    /// build the alias FQDN in a stack buffer instead, also without allocating.
     pub fn resolve_authority(
         &self,
         authority: &str,
@@ -327,12 +353,9 @@ impl<T> HostIndex<T> {
         if host.is_empty() {
             return None;
         }
-        let mut alias_buf = [0u8; MAX_HOST_LEN];
         let (hit, via) = if let Some(hit) = self.exact_entry(host) {
             (hit, Via::Exact)
-        } else if let Some(hit) = alias_fqdn(host, caller_namespace, domain, &mut alias_buf)
-            .and_then(|fqdn| self.exact_entry(fqdn))
-        {
+        } else if let Some(hit) = self.alias_entry(host, caller_namespace, domain) {
             (hit, Via::Alias)
         } else {
             (self.wildcard_entry(host)?, Via::Wildcard)
@@ -353,6 +376,65 @@ impl<T> HostIndex<T> {
             .values()
             .flat_map(|w| w.0.iter().map(|e| (&*e.pattern, &e.value)));
         exact.chain(wild)
+    }
+
+    /// The exact entry whose short name (for `caller_namespace` and `domain`) is the
+    /// lower-cased `host`: through the index's [`Aliases`] when they were made for the same
+    /// namespace and domain (they are made on the first call), else by building the FQDN.
+    fn alias_entry(
+        &self,
+        host: &str,
+        caller_namespace: &str,
+        domain: &ClusterDomain,
+    ) -> Option<(&str, &T)> {
+        let aliases = match self.aliases.get() {
+            Some(a) => Some(a),
+            None => {
+                // Another request may be making them too: the same aliases.
+                let _ = self
+                    .aliases
+                    .set(self.make_aliases(caller_namespace, domain));
+                self.aliases.get()
+            }
+        };
+        if let Some(a) = aliases
+            && *a.namespace == *caller_namespace
+            && a.domain == *domain
+        {
+            return a.names.get(host).and_then(|fqdn| self.exact_entry(fqdn));
+        }
+        let mut buf = [0u8; MAX_HOST_LEN];
+        alias_fqdn(host, caller_namespace, domain, &mut buf).and_then(|f| self.exact_entry(f))
+    }
+
+    /// Every short name of the exact names: for `<name>.<x>.svc.<domain>`, `<name>.<x>`,
+    /// `<name>.<x>.svc` and, when `x` is the caller's namespace, `<name>` — each only when
+    /// [`alias_fqdn`] gives that FQDN back, so the two always agree.
+    fn make_aliases(&self, caller_namespace: &str, domain: &ClusterDomain) -> Aliases {
+        let mut names = foldhash::HashMap::default();
+        let mut buf = [0u8; MAX_HOST_LEN];
+        for fqdn in self.exact.keys() {
+            let Some(rest) = fqdn
+                .strip_suffix(domain.as_str())
+                .and_then(|r| r.strip_suffix(".svc."))
+            else {
+                continue;
+            };
+            let name = rest.split_once('.').map(|(n, _)| n.to_owned());
+            for alias in [Some(rest.to_owned()), Some(format!("{rest}.svc")), name]
+                .into_iter()
+                .flatten()
+            {
+                if alias_fqdn(&alias, caller_namespace, domain, &mut buf) == Some(&**fqdn) {
+                    names.entry(alias.into()).or_insert_with(|| fqdn.clone());
+                }
+            }
+        }
+        Aliases {
+            namespace: caller_namespace.into(),
+            domain: domain.clone(),
+            names,
+        }
     }
 
     /// The exact entry for a lower-cased host.
@@ -398,6 +480,7 @@ impl<T> HostIndex<T> {
     /// The slot for `pattern`, filled with `make()` when new; returns `make` back when the
     /// slot already existed.
     fn slot<F: FnOnce() -> T>(&mut self, pattern: &str, make: F) -> (&mut T, Option<F>) {
+        self.aliases = OnceLock::new();
         let pattern = pattern.to_ascii_lowercase();
         match classify(&pattern) {
             Pattern::Exact => match self.exact.entry(pattern.into()) {
@@ -477,21 +560,36 @@ fn lowercase<'b>(s: &'b str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str>
 /// `name` → `name.<ns>.svc.<domain>`, `name.x` and `name.x.svc` → `name.x.svc.<domain>`
 /// (Istio's `generateAltVirtualHostsForKubernetesService`). `None` for any other shape (IP
 /// literals, wildcards, longer names) or when the result would exceed a DNS name's length.
+///
+/// `host` is lower-case (as [`HostIndex::resolve_authority`] passes it) and so is the
+/// domain ([`ClusterDomain`] keeps it so): only the namespace may need lower-casing.
 fn alias_fqdn<'b>(
     host: &str,
     caller_namespace: &str,
     domain: &ClusterDomain,
     buf: &'b mut [u8; MAX_HOST_LEN],
 ) -> Option<&'b str> {
-    if host.contains([':', '[', '*']) || host.starts_with('.') || host.ends_with('.') {
+    let mut dots = 0usize;
+    for b in host.bytes() {
+        match b {
+            b':' | b'[' | b'*' => return None,
+            b'.' => dots += 1,
+            _ => {}
+        }
+    }
+    if host.starts_with('.') || host.ends_with('.') {
         return None;
     }
     let mut w = StackWriter { buf, len: 0 };
-    match host.bytes().filter(|&b| b == b'.').count() {
+    match dots {
         0 if !caller_namespace.is_empty() => {
             w.push(host)?;
             w.push(".")?;
+            let ns = w.len;
             w.push(caller_namespace)?;
+            if let Some(ns) = w.buf.get_mut(ns..w.len) {
+                ns.make_ascii_lowercase();
+            }
             w.push(".svc.")?;
         }
         1 => {
@@ -506,9 +604,7 @@ fn alias_fqdn<'b>(
     }
     w.push(domain.as_str())?;
     let StackWriter { buf, len } = w;
-    let out = &mut buf[..len];
-    out.make_ascii_lowercase();
-    std::str::from_utf8(out).ok()
+    std::str::from_utf8(buf.get(..len)?).ok()
 }
 
 /// Appends strings to a fixed buffer; `None` when full.
@@ -807,6 +903,40 @@ mod tests {
         assert_eq!(resolve("wild.org", "default"), None);
         assert_eq!(resolve("", "default"), None);
         assert_eq!(resolve(":80", "default"), None);
+    }
+
+    #[test]
+    fn short_names_made_once_agree_with_building_the_fqdn() {
+        let mut idx = services();
+        let names = |idx: &HostIndex<&'static str>, ns: &str| -> Vec<Option<&'static str>> {
+            [
+                "reviews",
+                "reviews.default",
+                "ratings",
+                "ratings.prod.svc",
+                "ratings.prod.svc.x",
+            ]
+            .iter()
+            .map(|a| idx.resolve_authority(a, ns, &domain()).map(|r| *r.value))
+            .collect()
+        };
+        let (r, p) = (
+            Some("reviews.default.svc.cluster.local"),
+            Some("ratings.prod.svc.cluster.local"),
+        );
+        // Made for `default`; another namespace or domain builds FQDNs instead.
+        assert_eq!(names(&idx, "default"), [r, r, None, p, None]);
+        assert_eq!(names(&idx, "prod"), [None, r, p, p, None]);
+        assert_eq!(names(&idx, "Default"), [r, r, None, p, None]);
+        let corp = ClusterDomain::new("corp");
+        assert!(idx.resolve_authority("reviews", "default", &corp).is_none());
+        // A change to the index drops them.
+        idx.insert("details.default.svc.cluster.local", "details");
+        let hit = idx.resolve_authority("details", "default", &domain());
+        assert_eq!(
+            hit.map(|r| (*r.value, r.via)),
+            Some(("details", Via::Alias))
+        );
     }
 
     #[test]

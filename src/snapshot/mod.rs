@@ -227,6 +227,12 @@ pub enum Target {
     },
 }
 
+/// A route destination's [`Target`], remembered by [`Snapshot::target_cached`] when it does
+/// not depend on the request's port. It belongs to one snapshot's compiled routes (each
+/// snapshot compiles its own), so the remembered target is that snapshot's.
+#[derive(Default)]
+pub(crate) struct TargetCache(std::sync::OnceLock<Target>);
+
 /// The result of `Snapshot::compile`.
 #[derive(Debug)]
 pub(crate) struct Compiled {
@@ -703,6 +709,41 @@ impl Snapshot {
         port: Option<u16>,
         request_port: u16,
     ) -> Result<Target, Error> {
+        self.target_and_fixed(host, subset, port, request_port)
+            .map(|(target, _)| target)
+    }
+
+    /// [`target`](Self::target) through `cache`, a destination's of this snapshot's routes:
+    /// the first target that holds for every request port (the destination names its port,
+    /// the service has one, or a passthrough has its port) is remembered there, and later
+    /// calls answer with it without a lookup. Errors are not remembered.
+    pub(crate) fn target_cached(
+        &self,
+        cache: Option<&TargetCache>,
+        host: &Arc<str>,
+        subset: Option<&Arc<str>>,
+        port: Option<u16>,
+        request_port: u16,
+    ) -> Result<Target, Error> {
+        if let Some(target) = cache.and_then(|c| c.0.get()) {
+            return Ok(target.clone());
+        }
+        let (target, fixed) = self.target_and_fixed(host, subset, port, request_port)?;
+        if fixed && let Some(cache) = cache {
+            // Another request may have set it meanwhile: the same target.
+            let _ = cache.0.set(target.clone());
+        }
+        Ok(target)
+    }
+
+    /// [`target`](Self::target), and whether it is the same for every `request_port`.
+    fn target_and_fixed(
+        &self,
+        host: &Arc<str>,
+        subset: Option<&Arc<str>>,
+        port: Option<u16>,
+        request_port: u16,
+    ) -> Result<(Target, bool), Error> {
         let not_found = || Error::ClusterNotFound {
             host: host.clone(),
             subset: subset.cloned(),
@@ -711,11 +752,13 @@ impl Snapshot {
             return Err(not_found());
         };
         if info.reach == Reach::Passthrough {
-            return Ok(Target::Passthrough {
+            let target = Target::Passthrough {
                 host: host.clone(),
                 port: port.unwrap_or(request_port),
-            });
+            };
+            return Ok((target, port.is_some()));
         }
+        let fixed = port.is_some() || info.ports.len() == 1;
         let port = info.port(port, request_port).ok_or_else(not_found)?;
         let key = ClusterKey {
             host: info.host.clone(),
@@ -724,7 +767,7 @@ impl Snapshot {
         };
         self.clusters
             .get(&key)
-            .map(|c| Target::Cluster(c.clone()))
+            .map(|c| (Target::Cluster(c.clone()), fixed))
             .ok_or_else(not_found)
     }
 }
@@ -1017,6 +1060,50 @@ spec:
             panic!("no passthrough");
         };
         assert_eq!((&*h, port), ("api.example.com", 8080));
+    }
+
+    #[test]
+    fn cached_targets_are_remembered_only_when_the_request_port_cannot_change_them() {
+        let snap = compile(SERVICE, "bookinfo");
+        let reviews = host(REVIEWS);
+        let port_of = |t: Result<Target, Error>| match t {
+            Ok(Target::Cluster(c)) => c.key().port,
+            Ok(Target::Passthrough { port, .. }) => port,
+            Err(e) => panic!("{e:?}"),
+        };
+        // Two ports and none named: each request's port decides, nothing is remembered.
+        let cache = TargetCache::default();
+        for request_port in [9080, 9090, 9080] {
+            let t = snap.target_cached(Some(&cache), &reviews, None, None, request_port);
+            assert_eq!(port_of(t), request_port);
+        }
+        assert!(cache.0.get().is_none());
+        // A named port: remembered, the same cluster as `target`'s.
+        let cache = TargetCache::default();
+        for request_port in [80, 9080] {
+            let t = snap.target_cached(Some(&cache), &reviews, None, Some(9090), request_port);
+            assert_eq!(port_of(t), 9090);
+        }
+        let (Some(Target::Cluster(cached)), Ok(Target::Cluster(fresh))) =
+            (cache.0.get(), snap.target(&reviews, None, Some(9090), 80))
+        else {
+            panic!("not remembered");
+        };
+        assert!(Arc::ptr_eq(cached, &fresh));
+        // Errors are not remembered.
+        let cache = TargetCache::default();
+        let v9 = host("v9");
+        let t = snap.target_cached(Some(&cache), &reviews, Some(&v9), Some(9080), 80);
+        assert!(matches!(t, Err(Error::ClusterNotFound { .. })), "{t:?}");
+        assert!(cache.0.get().is_none());
+        // A passthrough without a port follows the request's port.
+        let cache = TargetCache::default();
+        let api = host("api.example.com");
+        for request_port in [8080, 80] {
+            let t = snap.target_cached(Some(&cache), &api, None, None, request_port);
+            assert_eq!(port_of(t), request_port);
+        }
+        assert!(cache.0.get().is_none());
     }
 
     #[test]
