@@ -780,15 +780,24 @@ impl<G: RetryGate> RetryRun<G> {
             + Send,
         F: Future<Output = Result<Response<MeshBody>, Error>> + Send,
     {
-        let (parts, body) = req.into_parts();
-        let (replay, first_body) = if body.is_end_stream() {
-            (Replay::Empty, body)
+        let mut req = req;
+        // (The request stays whole: an empty body is given to every try as it is, a body is
+        // swapped for its replaying reader in place.)
+        let replay = if req.body().is_end_stream() {
+            Replay::Empty
         } else {
+            let body = std::mem::replace(req.body_mut(), body::empty());
             let original = ReplayBody::new(body, self.shared.replay_limit);
             match original.replay() {
-                Some(first) => (Replay::Body(original), body::boxed(first)),
+                Some(first) => {
+                    *req.body_mut() = body::boxed(first);
+                    Replay::Body(original)
+                }
                 // Known to be over the cap: the original streams untouched, once.
-                None => (Replay::Once, body::boxed(original)),
+                None => {
+                    *req.body_mut() = body::boxed(original);
+                    Replay::Once
+                }
             }
         };
         // The first try takes the request as it came, extensions and all; retries are rebuilt
@@ -796,10 +805,9 @@ impl<G: RetryGate> RetryRun<G> {
         // in the context all tries share.
         let ctx = TryContext::with_head(
             &self.policy,
-            Some(Head::of(&parts)),
+            Some(Head::of(&req)),
             self.shared.head_for_pool,
         );
-        let mut req: Request<MeshBody> = Request::from_parts(parts, first_body);
         req.extensions_mut().insert(ctx.for_attempt(1));
         let first_guard = self.shared.gate.start_try(&self.cluster, false);
         let first: F = svc.call(req);
@@ -810,7 +818,8 @@ impl<G: RetryGate> RetryRun<G> {
             let (mut fut, mut try_guard) = (first, first_guard);
             loop {
                 let result = match self.policy.per_try_timeout {
-                    Some(limit) => match tokio::time::timeout(limit, fut).await {
+                    // Boxed: the timer stays out of every request's future.
+                    Some(limit) => match Box::pin(tokio::time::timeout(limit, fut)).await {
                         Ok(result) => result,
                         Err(_) => {
                             self.report_timeout(&ctx);
@@ -950,20 +959,15 @@ struct Head {
 }
 
 impl Head {
-    fn of(parts: &Parts) -> Self {
+    fn of<B>(req: &Request<B>) -> Self {
+        let extensions = req.extensions();
         Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: HeaderList::of(&parts.headers),
-            decision: parts
-                .extensions
-                .get::<crate::route::RouteDecision>()
-                .cloned(),
-            expiry: parts
-                .extensions
-                .get::<timeout::RouteTimeoutExpiry>()
-                .cloned(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: HeaderList::of(req.headers()),
+            decision: extensions.get::<crate::route::RouteDecision>().cloned(),
+            expiry: extensions.get::<timeout::RouteTimeoutExpiry>().cloned(),
         }
     }
 
