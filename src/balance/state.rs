@@ -84,6 +84,9 @@ pub(crate) struct Topology {
 
 const MAX_SEQUENCE: u64 = 1 << 16;
 
+/// Up to this many endpoints, [`Topology::position`] compares addresses instead of hashing.
+const SCAN_MAX: usize = 8;
+
 impl Topology {
     fn build(
         endpoints: &Arc<[Endpoint]>,
@@ -164,6 +167,16 @@ impl Topology {
                 .get((c % (seq.len() as u64).max(1)) as usize)
                 .map_or(0, |i| *i as usize),
             Schedule::Spread => self.at_weight(golden(c, self.total_weight())),
+        }
+    }
+
+    /// The index of `addr` (its first endpoint): a scan of a small set, a hash lookup of a
+    /// larger one.
+    pub(crate) fn position(&self, addr: &SocketAddr) -> Option<usize> {
+        if self.endpoints.len() <= SCAN_MAX {
+            self.endpoints.iter().position(|e| e.addr == *addr)
+        } else {
+            self.index.get(addr).copied()
         }
     }
 
@@ -272,7 +285,7 @@ impl LbState {
     /// pick made on its endpoint set yet) gets a guard that counts nothing.
     pub fn start(&self, addr: SocketAddr) -> InFlightGuard {
         let counter = self.topology.load().as_ref().and_then(|t| {
-            let i = *t.index.get(&addr)?;
+            let i = t.position(&addr)?;
             t.in_flight.get(i).cloned()
         });
         let counter = counter.map(|c| {
@@ -289,7 +302,7 @@ impl LbState {
     /// in-flight counters.
     pub fn latency_ewma(&self, addr: SocketAddr) -> Option<std::time::Duration> {
         let t = self.topology.load();
-        let i = *t.as_ref()?.index.get(&addr)?;
+        let i = t.as_ref()?.position(&addr)?;
         let nanos = t
             .as_ref()?
             .in_flight
@@ -304,7 +317,7 @@ impl LbState {
         self.topology
             .load()
             .as_ref()
-            .map_or(0, |t| t.index.get(&addr).map_or(0, |i| t.load(*i)))
+            .map_or(0, |t| t.position(&addr).map_or(0, |i| t.load(i)))
     }
 
     /// The next round-robin slot.

@@ -252,7 +252,7 @@ impl TryContext {
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = head.uri.clone();
         *req.version_mut() = head.version;
-        *req.headers_mut() = head.headers.clone();
+        *req.headers_mut() = head.headers.to_map();
         Some(req)
     }
 
@@ -780,15 +780,24 @@ impl<G: RetryGate> RetryRun<G> {
             + Send,
         F: Future<Output = Result<Response<MeshBody>, Error>> + Send,
     {
-        let (parts, body) = req.into_parts();
-        let (replay, first_body) = if body.is_end_stream() {
-            (Replay::Empty, body)
+        let mut req = req;
+        // (The request stays whole: an empty body is given to every try as it is, a body is
+        // swapped for its replaying reader in place.)
+        let replay = if req.body().is_end_stream() {
+            Replay::Empty
         } else {
+            let body = std::mem::replace(req.body_mut(), body::empty());
             let original = ReplayBody::new(body, self.shared.replay_limit);
             match original.replay() {
-                Some(first) => (Replay::Body(original), body::boxed(first)),
+                Some(first) => {
+                    *req.body_mut() = body::boxed(first);
+                    Replay::Body(original)
+                }
                 // Known to be over the cap: the original streams untouched, once.
-                None => (Replay::Once, body::boxed(original)),
+                None => {
+                    *req.body_mut() = body::boxed(original);
+                    Replay::Once
+                }
             }
         };
         // The first try takes the request as it came, extensions and all; retries are rebuilt
@@ -796,10 +805,9 @@ impl<G: RetryGate> RetryRun<G> {
         // in the context all tries share.
         let ctx = TryContext::with_head(
             &self.policy,
-            Some(Head::of(&parts)),
+            Some(Head::of(&req)),
             self.shared.head_for_pool,
         );
-        let mut req: Request<MeshBody> = Request::from_parts(parts, first_body);
         req.extensions_mut().insert(ctx.for_attempt(1));
         let first_guard = self.shared.gate.start_try(&self.cluster, false);
         let first: F = svc.call(req);
@@ -810,7 +818,8 @@ impl<G: RetryGate> RetryRun<G> {
             let (mut fut, mut try_guard) = (first, first_guard);
             loop {
                 let result = match self.policy.per_try_timeout {
-                    Some(limit) => match tokio::time::timeout(limit, fut).await {
+                    // Boxed: the timer stays out of every request's future.
+                    Some(limit) => match Box::pin(tokio::time::timeout(limit, fut)).await {
                         Ok(result) => result,
                         Err(_) => {
                             self.report_timeout(&ctx);
@@ -944,26 +953,21 @@ struct Head {
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
-    headers: http::HeaderMap,
+    headers: HeaderList,
     decision: Option<crate::route::RouteDecision>,
     expiry: Option<timeout::RouteTimeoutExpiry>,
 }
 
 impl Head {
-    fn of(parts: &Parts) -> Self {
+    fn of<B>(req: &Request<B>) -> Self {
+        let extensions = req.extensions();
         Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            decision: parts
-                .extensions
-                .get::<crate::route::RouteDecision>()
-                .cloned(),
-            expiry: parts
-                .extensions
-                .get::<timeout::RouteTimeoutExpiry>()
-                .cloned(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: HeaderList::of(req.headers()),
+            decision: extensions.get::<crate::route::RouteDecision>().cloned(),
+            expiry: extensions.get::<timeout::RouteTimeoutExpiry>().cloned(),
         }
     }
 
@@ -972,7 +976,7 @@ impl Head {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
+        *req.headers_mut() = self.headers.to_map();
         if let Some(d) = &self.decision {
             req.extensions_mut().insert(d.clone());
         }
@@ -980,5 +984,66 @@ impl Head {
             req.extensions_mut().insert(e.clone());
         }
         req.into_parts().0
+    }
+}
+
+/// A copy of a header map as its (name, value) pairs in iteration order: one allocation and
+/// a reference count per value to make and to drop, where a `HeaderMap` clone also copies
+/// its index table and hash links. Every request that may be retried pays for this copy;
+/// only a retry (or a stale-connection replay) turns it back into a map.
+struct HeaderList(Vec<(http::HeaderName, http::HeaderValue)>);
+
+impl HeaderList {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let mut list = Vec::with_capacity(headers.len());
+        list.extend(headers.iter().map(|(n, v)| (n.clone(), v.clone())));
+        HeaderList(list)
+    }
+
+    /// The map again: the same names, values (with their sensitivity) and order, several
+    /// values of one name in their order.
+    fn to_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(self.0.len());
+        for (name, value) in &self.0 {
+            map.append(name.clone(), value.clone());
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+    use http::header::{HeaderName, HeaderValue};
+
+    #[test]
+    fn header_list_gives_back_the_same_map() {
+        let mut map = http::HeaderMap::new();
+        map.insert("host", HeaderValue::from_static("reviews:9080"));
+        map.append("x-b", HeaderValue::from_static("1"));
+        map.append("accept", HeaderValue::from_static("text/html"));
+        map.append("x-b", HeaderValue::from_static("2"));
+        let mut secret = HeaderValue::from_static("Bearer t");
+        secret.set_sensitive(true);
+        map.insert(http::header::AUTHORIZATION, secret);
+        map.append(
+            HeaderName::from_static("x-custom"),
+            HeaderValue::from_bytes(b"opaque\xff").expect("a value"),
+        );
+        let back = HeaderList::of(&map).to_map();
+        assert_eq!(back, map);
+        let order = |m: &http::HeaderMap| {
+            m.iter()
+                .map(|(n, v)| (n.clone(), v.clone(), v.is_sensitive()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(&back), order(&map));
+        assert!(
+            back.get(http::header::AUTHORIZATION)
+                .is_some_and(HeaderValue::is_sensitive)
+        );
+        let xb: Vec<_> = back.get_all("x-b").iter().collect();
+        assert_eq!(xb, ["1", "2"]);
+        assert!(HeaderList::of(&http::HeaderMap::new()).to_map().is_empty());
     }
 }
