@@ -147,7 +147,7 @@ where
 {
     type Response = Response<MeshBody>;
     type Error = Infallible;
-    type Future = RouteFuture;
+    type Future = RouteFuture<<Routed as Service<Request<MeshBody>>>::Future>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
