@@ -448,6 +448,11 @@ where
 
 /// Forwards requests as a proxy does ([module docs](self)) through `S`, a service over
 /// [`MeshBody`] requests. Never fails: an error of `S` becomes Envoy's answer for it.
+///
+/// `Forward` itself is always ready. Each call asks `S` whether it is ready right now (with a
+/// waker that does nothing): a ready `S` is called in place, else the call drives a clone of
+/// `S` to readiness (as `oneshot` does). An `S` that reserves capacity for a call it is not
+/// ready for yet keeps that reservation for the next call.
 #[derive(Debug, Clone)]
 pub struct Forward<S = MeshClient> {
     inner: S,
