@@ -536,8 +536,9 @@ where
             Poll::Ready(Ok(())) => Sent::Called {
                 fut: self.inner.call(req),
             },
+            // Boxed: the rare path keeps the common future small.
             Poll::Ready(Err(_)) | Poll::Pending => Sent::Readying {
-                oneshot: self.inner.clone().oneshot(req),
+                oneshot: Box::pin(self.inner.clone().oneshot(req)),
             },
         };
         // One allocation for the whole exchange: the inner call and what the answer needs.
@@ -556,7 +557,7 @@ pin_project_lite::pin_project! {
     #[project = SentProj]
     enum Sent<F, O> {
         Called { #[pin] fut: F },
-        Readying { #[pin] oneshot: O },
+        Readying { oneshot: Pin<Box<O>> },
     }
 }
 
@@ -570,7 +571,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             SentProj::Called { fut } => fut.poll(cx),
-            SentProj::Readying { oneshot } => oneshot.poll(cx),
+            SentProj::Readying { oneshot } => oneshot.as_mut().poll(cx),
         }
     }
 }
