@@ -147,14 +147,38 @@ where
 {
     type Response = Response<MeshBody>;
     type Error = Infallible;
-    type Future = RouteFuture;
+    type Future = RouteFuture<<Routed as Service<Request<MeshBody>>>::Future>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.inner.call(req.map(body::boxed))
+        self.inner.call(mesh_request(req))
+    }
+}
+
+/// `req` with a [`MeshBody`]: as it is when its body is one already (what [`Forward`] sends:
+/// boxing it again would cost an allocation, and every read of the body a second dynamic
+/// call), else with its body boxed.
+///
+/// [`Forward`]: crate::proxy::Forward
+fn mesh_request<B>(req: Request<B>) -> Request<MeshBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut slot = Some(req);
+    let any: &mut dyn std::any::Any = &mut slot;
+    if let Some(same) = any.downcast_mut::<Option<Request<MeshBody>>>()
+        && let Some(req) = same.take()
+    {
+        return req;
+    }
+    match slot {
+        Some(req) => req.map(body::boxed),
+        // Taken above only when `B` is `MeshBody`, which then returned.
+        None => Request::new(body::empty()),
     }
 }
 
@@ -873,6 +897,35 @@ mod tests {
                 ),
                 "a replay is not a retry: {event:?}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn mesh_request_keeps_the_head_and_body_of_either_kind() {
+        use http_body_util::BodyExt;
+        let mesh_body = Request::post("http://my-app/a?b")
+            .header("x-one", "1")
+            .extension(7u32)
+            .body(crate::body::full("boxed"))
+            .expect("a request");
+        let other = Request::post("http://my-app/a?b")
+            .header("x-one", "1")
+            .extension(7u32)
+            .body(http_body_util::Full::new(Bytes::from_static(b"plain")))
+            .expect("a request");
+        for (req, want) in [
+            (super::mesh_request(mesh_body), &b"boxed"[..]),
+            (super::mesh_request(other), &b"plain"[..]),
+        ] {
+            assert_eq!(req.method(), http::Method::POST);
+            assert_eq!(req.uri(), "http://my-app/a?b");
+            assert_eq!(
+                req.headers().get("x-one").map(|v| v.as_bytes()),
+                Some(&b"1"[..])
+            );
+            assert_eq!(req.extensions().get::<u32>(), Some(&7));
+            let got = req.into_body().collect().await.map(|c| c.to_bytes());
+            assert_eq!(got.ok().as_deref(), Some(want));
         }
     }
 }

@@ -38,7 +38,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::header::{
@@ -448,6 +448,11 @@ where
 
 /// Forwards requests as a proxy does ([module docs](self)) through `S`, a service over
 /// [`MeshBody`] requests. Never fails: an error of `S` becomes Envoy's answer for it.
+///
+/// `Forward` itself is always ready. Each call asks `S` whether it is ready right now (with a
+/// waker that does nothing): a ready `S` is called in place, else the call drives a clone of
+/// `S` to readiness (as `oneshot` does). An `S` that reserves capacity for a call it is not
+/// ready for yet keeps that reservation for the next call.
 #[derive(Debug, Clone)]
 pub struct Forward<S = MeshClient> {
     inner: S,
@@ -491,7 +496,7 @@ where
     type Future = ForwardFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness is the inner service's, awaited per call (`oneshot`): a clone per request.
+        // Readiness is the inner service's, looked at per call: see `call`.
         Poll::Ready(Ok(()))
     }
 
@@ -521,12 +526,53 @@ where
             set_forwarded(req.headers_mut(), &scan, peer, tls, num_trusted);
         }
         let req = req.map(body::boxed);
+        // The inner service is called in place when it is ready right now (the mesh's client
+        // always is): no clone of it and no `Oneshot` per request. Otherwise a clone of it is
+        // driven to readiness by the call's future, woken as a `oneshot` is.
+        let sent = match self
+            .inner
+            .poll_ready(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(())) => Sent::Called {
+                fut: self.inner.call(req),
+            },
+            // Boxed: the rare path keeps the common future small.
+            Poll::Ready(Err(_)) | Poll::Pending => Sent::Readying {
+                oneshot: Box::pin(self.inner.clone().oneshot(req)),
+            },
+        };
         // One allocation for the whole exchange: the inner call and what the answer needs.
         Box::pin(Forwarding {
-            sent: self.inner.clone().oneshot(req),
+            sent,
             grpc,
             upgrade: upgrade.map(|_| downstream),
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// How [`Forward`] sends a request on: the inner service's own call when it was ready,
+    /// else a clone of it driven to readiness first.
+    /// (`O`: the `Oneshot` of a clone.)
+    #[project = SentProj]
+    enum Sent<F, O> {
+        Called { #[pin] fut: F },
+        Readying { oneshot: Pin<Box<O>> },
+    }
+}
+
+impl<F, O> Future for Sent<F, O>
+where
+    F: Future,
+    O: Future<Output = F::Output>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SentProj::Called { fut } => fut.poll(cx),
+            SentProj::Readying { oneshot } => oneshot.as_mut().poll(cx),
+        }
     }
 }
 
@@ -812,5 +858,100 @@ mod tests {
         assert!(requested_upgrade(Version::HTTP_2, &h).is_none());
         let h = headers(&[("upgrade", "websocket")]);
         assert!(requested_upgrade(Version::HTTP_11, &h).is_none());
+    }
+}
+
+#[cfg(test)]
+mod inner_call_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// A service ready when `ready` is set (waking the last poller then), counting its clones
+    /// and calls.
+    #[derive(Clone, Default)]
+    struct Gated {
+        ready: Arc<AtomicBool>,
+        waker: Arc<Mutex<Option<std::task::Waker>>>,
+        clones: Arc<AtomicUsize>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    /// `Gated`'s clones are counted (`Clone` derived above is for the test's own handles).
+    #[derive(Default)]
+    struct Counted(Gated);
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.0.clones.fetch_add(1, Ordering::SeqCst);
+            Counted(self.0.clone())
+        }
+    }
+
+    impl Service<Request<MeshBody>> for Counted {
+        type Response = Response<MeshBody>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Response<MeshBody>, Infallible>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.0.ready.load(Ordering::SeqCst) {
+                return Poll::Ready(Ok(()));
+            }
+            if let Ok(mut w) = self.0.waker.lock() {
+                *w = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+
+        fn call(&mut self, _req: Request<MeshBody>) -> Self::Future {
+            self.0.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(Response::new(body::empty())))
+        }
+    }
+
+    fn request() -> Request<MeshBody> {
+        Request::get("http://my-app/")
+            .body(body::empty())
+            .expect("a request")
+    }
+
+    #[tokio::test]
+    async fn a_ready_inner_service_is_called_in_place() {
+        let gated = Gated::default();
+        gated.ready.store(true, Ordering::SeqCst);
+        let mut fwd = Forward::with_service(Counted(gated.clone()), 0);
+        let resp = fwd.call(request()).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(gated.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(gated.clones.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_not_ready_inner_service_is_awaited_through_a_clone() {
+        let gated = Gated::default();
+        let mut fwd = Forward::with_service(Counted(gated.clone()), 0);
+        let mut fut = fwd.call(request());
+        assert!(futures_poll_once(&mut fut).await.is_none());
+        assert_eq!(gated.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(gated.clones.load(Ordering::SeqCst), 1);
+        gated.ready.store(true, Ordering::SeqCst);
+        let waker = gated.waker.lock().ok().and_then(|mut w| w.take());
+        waker
+            .expect("the clone's readiness registered a waker")
+            .wake();
+        let resp = fut.await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(gated.calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Polls `fut` once: its output if it was ready.
+    async fn futures_poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *fut).poll(cx) {
+                Poll::Ready(out) => Some(out),
+                Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

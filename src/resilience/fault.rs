@@ -262,30 +262,36 @@ pin_project_lite::pin_project! {
         Inner { #[pin] fut: F },
         // An abort without delay (taken when polled).
         Abort { err: Option<Error> },
-        // Sleeping out an injected delay, with a clone of the inner service, the request
-        // and the abort to answer after the delay when that fired too.
-        Sleeping {
-            #[pin]
-            sleep: tokio::time::Sleep,
-            svc: Option<S>,
-            req: Option<Request<MeshBody>>,
-            abort: Option<AbortWith>,
-        },
-        // After the delay: driving the clone of the inner service to readiness.
-        Readying { svc: Option<S>, req: Option<Request<MeshBody>> },
+        // An injected delay, then readying a clone of the inner service (boxed: the rare path
+        // keeps the common future, which every layer above moves, small).
+        Delaying { delay: Pin<Box<Delaying<S>>> },
         // After the delay: the inner call, whose response gets the `DI` flag (`grpc`: how to
         // answer an error, which then carries `DI` too).
         Delayed { #[pin] fut: F, grpc: bool },
     }
 }
 
+pin_project_lite::pin_project! {
+    /// Sleeping out an injected delay (`slept` once over), with a clone of the inner service,
+    /// the request and the abort to answer after the delay when that fired too; then driving
+    /// the clone to readiness.
+    struct Delaying<S> {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        slept: bool,
+        svc: Option<S>,
+        req: Option<Request<MeshBody>>,
+        abort: Option<AbortWith>,
+    }
+}
+
 impl<S, F> fmt::Debug for FaultFuture<S, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.state {
+        let what = match &self.state {
             State::Inner { .. } => "Inner",
             State::Abort { .. } => "Abort",
-            State::Sleeping { .. } => "Sleeping",
-            State::Readying { .. } => "Readying",
+            State::Delaying { delay } if !delay.slept => "Sleeping",
+            State::Delaying { .. } => "Readying",
             State::Delayed { .. } => "Delayed",
         };
         f.debug_tuple("FaultFuture").field(&what).finish()
@@ -324,29 +330,23 @@ where
                 StateProj::Abort { err } => {
                     return Poll::Ready(Err(err.take().unwrap_or_else(polled_after_completion)));
                 }
-                StateProj::Sleeping {
-                    sleep,
-                    svc,
-                    req,
-                    abort,
-                } => {
-                    if sleep.poll(cx).is_pending() {
-                        return Poll::Pending;
+                StateProj::Delaying { delay } => {
+                    let d = delay.as_mut().project();
+                    let grpc = d.req.as_ref().is_some_and(|r| is_grpc_request(r.headers()));
+                    if !*d.slept {
+                        if d.sleep.poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        *d.slept = true;
+                        if let Some(abort) = d.abort.take() {
+                            let err = abort.to_error();
+                            state.set(State::Abort { err: None });
+                            return Poll::Ready(Ok(delayed_answer(&err, grpc)));
+                        }
                     }
-                    if let Some(abort) = abort.take() {
-                        let grpc = req.as_ref().is_some_and(|r| is_grpc_request(r.headers()));
-                        let err = abort.to_error();
-                        state.set(State::Abort { err: None });
-                        return Poll::Ready(Ok(delayed_answer(&err, grpc)));
-                    }
-                    let (svc, req) = (svc.take(), req.take());
-                    state.set(State::Readying { svc, req });
-                }
-                StateProj::Readying { svc, req } => {
-                    let Some(inner) = svc.as_mut() else {
+                    let Some(inner) = d.svc.as_mut() else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
-                    let grpc = req.as_ref().is_some_and(|r| is_grpc_request(r.headers()));
                     match inner.poll_ready(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => {
@@ -355,7 +355,7 @@ where
                         }
                         Poll::Ready(Ok(())) => {}
                     }
-                    let (Some(mut inner), Some(req)) = (svc.take(), req.take()) else {
+                    let (Some(mut inner), Some(req)) = (d.svc.take(), d.req.take()) else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
                     let fut = inner.call(req);
@@ -414,11 +414,14 @@ where
             Some(Decision {
                 delay: Some(delay),
                 abort,
-            }) => State::Sleeping {
-                sleep: tokio::time::sleep(delay),
-                svc: Some(self.inner.clone()),
-                req: Some(req),
-                abort,
+            }) => State::Delaying {
+                delay: Box::pin(Delaying {
+                    sleep: tokio::time::sleep(delay),
+                    slept: false,
+                    svc: Some(self.inner.clone()),
+                    req: Some(req),
+                    abort,
+                }),
             },
         };
         FaultFuture { state }

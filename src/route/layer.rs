@@ -199,8 +199,79 @@ impl<S: Clone> Clone for RouteService<S> {
     }
 }
 
-/// The future of [`RouteService`] (boxed).
-pub type RouteFuture = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, Infallible>> + Send>>;
+pin_project_lite::pin_project! {
+    /// The future of [`RouteService`] over an inner future `F`: the router's own answer, or
+    /// the inner call followed by the route's response-side work (header operations, CORS
+    /// headers; an inner error answered as Envoy would). Not boxed: the caller's future holds
+    /// it in place.
+    pub struct RouteFuture<F> {
+        #[pin]
+        state: RouteState<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = RouteStateProj]
+    enum RouteState<F> {
+        // Answered by the router (taken when polled).
+        Answer { resp: Option<Response<MeshBody>> },
+        // Sent on: the inner call, then the route's response work when it has any.
+        Inner {
+            #[pin]
+            fut: F,
+            grpc: bool,
+            route: Option<(Arc<CompiledRoute>, AfterResponse)>,
+        },
+    }
+}
+
+impl<F> RouteFuture<F> {
+    fn answer(resp: Response<MeshBody>) -> Self {
+        RouteFuture {
+            state: RouteState::Answer { resp: Some(resp) },
+        }
+    }
+}
+
+impl<F> fmt::Debug for RouteFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.state {
+            RouteState::Answer { .. } => "Answer",
+            RouteState::Inner { .. } => "Inner",
+        };
+        f.debug_tuple("RouteFuture").field(&what).finish()
+    }
+}
+
+impl<F, E> Future for RouteFuture<F>
+where
+    F: Future<Output = Result<Response<MeshBody>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<MeshBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            RouteStateProj::Answer { resp } => Poll::Ready(Ok(resp.take().unwrap_or_else(|| {
+                // Polled again after its answer (a contract breach): an error answer.
+                answer(
+                    &Error::Other("route future polled after completion".into()),
+                    false,
+                )
+            }))),
+            RouteStateProj::Inner { fut, grpc, route } => {
+                let mut resp = match std::task::ready!(fut.poll(cx)) {
+                    Ok(resp) => resp,
+                    Err(err) => answer(&Error::from(err.into()), *grpc),
+                };
+                if let Some((route, after)) = route.as_ref() {
+                    finish_response(route, after, &mut resp);
+                }
+                Poll::Ready(Ok(resp))
+            }
+        }
+    }
+}
 
 /// What the router does with one request.
 enum Outcome {
@@ -222,11 +293,10 @@ impl<S, B> Service<Request<B>> for RouteService<S>
 where
     S: Service<Request<B>, Response = Response<MeshBody>>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Response<MeshBody>;
     type Error = Infallible;
-    type Future = RouteFuture;
+    type Future = RouteFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // An inner error is answered as a response to the next request (this service's
@@ -244,17 +314,13 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let grpc = is_grpc_request(req.headers());
         if let Some(err) = self.not_ready.take() {
-            let resp = answer(&err, grpc);
-            return Box::pin(async move { Ok(resp) });
+            return RouteFuture::answer(answer(&err, grpc));
         }
         let snapshot = self.mesh.inner.snapshot.load_full();
         let (mut parts, body) = req.into_parts();
         match decide(&self.mesh, &snapshot, &mut parts) {
-            Err(err) => {
-                let resp = answer(&err, grpc);
-                Box::pin(async move { Ok(resp) })
-            }
-            Ok(Outcome::Answer(resp)) => Box::pin(async move { Ok(resp) }),
+            Err(err) => RouteFuture::answer(answer(&err, grpc)),
+            Ok(Outcome::Answer(resp)) => RouteFuture::answer(resp),
             Ok(Outcome::Forward(decision, after)) => {
                 // The response side needs only the route, and only when it has work to do.
                 let route = after
@@ -262,17 +328,13 @@ where
                     .and_then(|_| decision.compiled.clone())
                     .map(|route| (route, after));
                 parts.extensions.insert(decision);
-                let fut = self.inner.call(Request::from_parts(parts, body));
-                Box::pin(async move {
-                    let mut resp = match fut.await {
-                        Ok(resp) => resp,
-                        Err(err) => answer(&Error::from(err.into()), grpc),
-                    };
-                    if let Some((route, after)) = &route {
-                        finish_response(route, after, &mut resp);
-                    }
-                    Ok(resp)
-                })
+                RouteFuture {
+                    state: RouteState::Inner {
+                        fut: self.inner.call(Request::from_parts(parts, body)),
+                        grpc,
+                        route,
+                    },
+                }
             }
         }
     }

@@ -122,10 +122,29 @@ struct Key {
     flags: ResponseFlags,
 }
 
+/// What the labels and the series cache need of a request's [`RouteDecision`]: two shared
+/// counts to copy, not the whole decision's. Holding the target keeps its `Arc<Cluster>` (the
+/// cache key's address) alive until the response.
+struct Dest {
+    version: u64,
+    destination: Arc<str>,
+    target: Target,
+}
+
+impl Dest {
+    fn of(d: &RouteDecision) -> Self {
+        Dest {
+            version: d.snapshot().version(),
+            destination: d.destination().clone(),
+            target: d.target().clone(),
+        }
+    }
+}
+
 /// What a request needs at response time.
 struct Pending {
     shared: Arc<Shared>,
-    decision: Option<RouteDecision>,
+    decision: Option<Dest>,
     grpc: bool,
     started: Instant,
     request_bytes: u64,
@@ -142,7 +161,7 @@ impl Shared {
 
     fn labels(
         &self,
-        decision: Option<&RouteDecision>,
+        decision: Option<&Dest>,
         grpc: bool,
         code: u16,
         flags: ResponseFlags,
@@ -150,8 +169,8 @@ impl Shared {
         let unknown = || "unknown".to_string();
         let (service, name) = match decision {
             Some(d) => {
-                let host = d.destination().to_string();
-                let name = match d.target() {
+                let host = d.destination.to_string();
+                let name = match &d.target {
                     Target::Passthrough { .. } => "PassthroughCluster".to_string(),
                     Target::Cluster(_) => host.split('.').next().unwrap_or_default().to_string(),
                 };
@@ -179,14 +198,14 @@ impl Shared {
     /// The series of a request: cached per cluster of the decision's snapshot.
     fn series(
         &self,
-        decision: Option<&RouteDecision>,
+        decision: Option<&Dest>,
         grpc: bool,
         code: u16,
         flags: ResponseFlags,
     ) -> Arc<Series> {
-        let cached = decision.and_then(|d| match d.target() {
+        let cached = decision.and_then(|d| match &d.target {
             Target::Cluster(c) => Some((
-                d.snapshot().version(),
+                d.version,
                 Key {
                     cluster: Arc::as_ptr(c) as usize,
                     grpc,
@@ -274,7 +293,7 @@ where
     fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
         let pending = self.shared.as_ref().map(|shared| Pending {
             shared: shared.clone(),
-            decision: req.extensions().get::<RouteDecision>().cloned(),
+            decision: req.extensions().get::<RouteDecision>().map(Dest::of),
             grpc: is_grpc_request(req.headers()),
             started: Instant::now(),
             request_bytes: super::istio::request_bytes(req.headers()),
@@ -373,13 +392,13 @@ spec:
         let layer = OutboundMetricsLayer::new(&mesh);
         let shared = layer.shared.clone().expect("a registry");
         let d = decision(&mesh, "my-app").await;
-        let a = shared.series(Some(&d), false, 200, ResponseFlags::empty());
-        let b = shared.series(Some(&d), false, 200, ResponseFlags::empty());
+        let a = shared.series(Some(&Dest::of(&d)), false, 200, ResponseFlags::empty());
+        let b = shared.series(Some(&Dest::of(&d)), false, 200, ResponseFlags::empty());
         assert!(Arc::ptr_eq(&a, &b), "the second lookup is a cache hit");
-        let c = shared.series(Some(&d), false, 503, ResponseFlags::empty());
+        let c = shared.series(Some(&Dest::of(&d)), false, 503, ResponseFlags::empty());
         assert!(!Arc::ptr_eq(&a, &c));
         a.record(1.0, 0, 0);
-        let labels = shared.labels(Some(&d), false, 200, ResponseFlags::empty());
+        let labels = shared.labels(Some(&Dest::of(&d)), false, 200, ResponseFlags::empty());
         assert_eq!(labels.reporter, "source");
         assert_eq!(labels.source_workload, "caller");
         assert_eq!(labels.source_workload_namespace, "default");
@@ -402,17 +421,17 @@ spec:
         let mesh = mesh(&mut registry);
         let shared = OutboundMetricsLayer::new(&mesh).shared.expect("a registry");
         let old = decision(&mesh, "my-app").await;
-        let _ = shared.series(Some(&old), false, 200, ResponseFlags::empty());
+        let _ = shared.series(Some(&Dest::of(&old)), false, 200, ResponseFlags::empty());
         mesh.reload().await.expect("reloads");
         let new = decision(&mesh, "my-app").await;
-        let _ = shared.series(Some(&new), false, 200, ResponseFlags::empty());
+        let _ = shared.series(Some(&Dest::of(&new)), false, 200, ResponseFlags::empty());
         {
             let cache = shared.cache.read().expect("lock");
             assert_eq!(cache.version, 2);
             assert_eq!(cache.series.len(), 1);
         }
         // A request of the old version still records, without polluting the cache.
-        let _ = shared.series(Some(&old), false, 500, ResponseFlags::empty());
+        let _ = shared.series(Some(&Dest::of(&old)), false, 500, ResponseFlags::empty());
         assert_eq!(shared.cache.read().expect("lock").series.len(), 1);
     }
 
@@ -422,10 +441,10 @@ spec:
         let mesh = mesh(&mut registry);
         let shared = OutboundMetricsLayer::new(&mesh).shared.expect("a registry");
         let d = decision(&mesh, "example.org").await;
-        let labels = shared.labels(Some(&d), false, 200, ResponseFlags::empty());
+        let labels = shared.labels(Some(&Dest::of(&d)), false, 200, ResponseFlags::empty());
         assert_eq!(labels.destination_service, "example.org");
         assert_eq!(labels.destination_service_name, "PassthroughCluster");
-        let _ = shared.series(Some(&d), false, 200, ResponseFlags::empty());
+        let _ = shared.series(Some(&Dest::of(&d)), false, 200, ResponseFlags::empty());
         assert!(shared.cache.read().expect("lock").series.is_empty());
     }
 }
