@@ -139,11 +139,34 @@ impl TraceContext {
     fn write_trace_id<'a>(&self, buf: &'a mut [u8; 32]) -> &'a [u8] {
         if self.short_trace_id {
             let (digits, _) = buf.split_at_mut(16);
-            put_hex(digits, u128::from(self.trace_id as u64));
+            digits.copy_from_slice(&hex64(self.trace_id as u64));
             digits
         } else {
-            put_hex(buf, self.trace_id);
+            *buf = hex128(self.trace_id);
             buf
+        }
+    }
+
+    /// The W3C `traceparent` value: `00-{32 hex}-{16 hex}-{2 hex}`.
+    fn traceparent(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut out = *b"00-________________________________-________________-00";
+        put(&mut out, 3, &hex128(self.trace_id));
+        put(&mut out, 36, &hex64(self.span_id));
+        if self.sampled.unwrap_or(false) {
+            put(&mut out, 54, b"1");
+        }
+        out
+    }
+
+    /// This context, its span id made nonzero (a random one) if it is zero.
+    fn with_nonzero_span(self) -> TraceContext {
+        if self.span_id == 0 {
+            TraceContext {
+                span_id: random_nonzero_u64(),
+                ..self
+            }
+        } else {
+            self
         }
     }
 
@@ -158,24 +181,13 @@ impl TraceContext {
     /// [`inject`](Self::inject), the new values put in `values` (removals done at once).
     /// Hex is written by hand: this runs on every proxied request.
     fn inject_into(&self, headers: &mut HeaderMap, values: &mut Pending) {
-        let mut span = [0u8; 16];
-        put_hex(&mut span, u128::from(self.span_id));
+        let span = hex64(self.span_id);
         match self.format {
-            TraceFormat::W3c => {
-                // 00-{32 hex}-{16 hex}-{2 hex}
-                let mut trace = [0u8; 32];
-                put_hex(&mut trace, self.trace_id);
-                let flags: &[u8] = if self.sampled.unwrap_or(false) {
-                    b"-01"
-                } else {
-                    b"-00"
-                };
-                values.set(TRACEPARENT, &[b"00-", &trace, b"-", &span, flags]);
-            }
+            TraceFormat::W3c => values.set(TRACEPARENT, &[&self.traceparent()]),
             TraceFormat::B3Single => {
                 let mut trace_buf = [0u8; 32];
                 let trace = self.write_trace_id(&mut trace_buf);
-                let mut parent = [0u8; 16];
+                let parent: [u8; 16];
                 // The grammar puts sampling before the parent: without a decision the parent
                 // cannot be written either.
                 let value: [&[u8]; 7] = match self.b3_sampling() {
@@ -183,7 +195,7 @@ impl TraceContext {
                     Some(sampling) => match self.parent_span_id {
                         None => [trace, b"-", &span, b"-", sampling.as_bytes(), b"", b""],
                         Some(p) => {
-                            put_hex(&mut parent, u128::from(p));
+                            parent = hex64(p);
                             let s = sampling.as_bytes();
                             [trace, b"-", &span, b"-", s, b"-", &parent]
                         }
@@ -198,9 +210,7 @@ impl TraceContext {
                 values.set(X_B3_SPANID, &[&span]);
                 match self.parent_span_id {
                     Some(parent) => {
-                        let mut p = [0u8; 16];
-                        put_hex(&mut p, u128::from(parent));
-                        values.set(X_B3_PARENTSPANID, &[&p]);
+                        values.set(X_B3_PARENTSPANID, &[&hex64(parent)]);
                     }
                     None => {
                         headers.remove(X_B3_PARENTSPANID);
@@ -548,70 +558,100 @@ fn random_nonzero_u128() -> u128 {
     }
 }
 
-/// The two lowercase hex digits of every byte.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut pairs = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        pairs[i] = [HEX[i >> 4], HEX[i & 0xf]];
-        i += 1;
+/// `v`, or a random nonzero id when `v` is zero.
+fn nonzero_u128(v: u128) -> u128 {
+    if v == 0 { random_nonzero_u128() } else { v }
+}
+
+/// `N` random words in one visit to the generator.
+fn random_words<const N: usize>() -> [u64; N] {
+    RNG.with(|r| {
+        let mut rng = r.borrow_mut();
+        std::array::from_fn(|_| rng.random::<u64>())
+    })
+}
+
+/// The length of a version-00 `traceparent` value.
+const TRACEPARENT_LEN: usize = 55;
+/// The length of a request id (a UUID's text form).
+const REQUEST_ID_LEN: usize = 36;
+
+/// Copies `src` into `dst` at `at` (nothing when it does not fit). Called with constant
+/// offsets into arrays, so the bounds check folds away.
+#[inline(always)]
+fn put(dst: &mut [u8], at: usize, src: &[u8]) {
+    if let Some(d) = dst.get_mut(at..at + src.len()) {
+        d.copy_from_slice(src);
     }
-    pairs
-};
+}
+
+/// The 8 nibbles of `x`, one a byte, most significant first (in big-endian byte order).
+fn spread_nibbles(x: u32) -> u64 {
+    let x = u64::from(x);
+    let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f
+}
+
+/// Bytes of nibbles (0..=15) made lowercase hex digits, all 8 at once: `'0' + n`, and
+/// `'a' - '0' - 10` more where `n >= 10` (`n + 6` carries into bit 4 exactly then). No byte
+/// carries into its neighbour: every intermediate stays below 256.
+fn nibbles_to_hex(n: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let letters = ((n + 6 * ONES) >> 4) & ONES;
+    n + u64::from(b'0') * ONES + letters * u64::from(b'a' - b'0' - 10)
+}
+
+/// The 16 lowercase hex digits of `v`, most significant first.
+fn hex64(v: u64) -> [u8; 16] {
+    let hi = nibbles_to_hex(spread_nibbles((v >> 32) as u32));
+    let lo = nibbles_to_hex(spread_nibbles(v as u32));
+    ((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes()
+}
+
+/// The 32 lowercase hex digits of `v`, most significant first.
+fn hex128(v: u128) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    put(&mut out, 0, &hex64((v >> 64) as u64));
+    put(&mut out, 16, &hex64(v as u64));
+    out
+}
 
 /// Lowercase hex digits of `v`, right-aligned in `out` (its length is the digit count).
+#[cfg(test)]
 fn put_hex(out: &mut [u8], v: u128) {
-    let bytes = v.to_be_bytes();
-    // Two digits a byte, from the right; an odd count ends with one digit of a byte.
-    let mut digits = out.rchunks_mut(2);
-    for (pair, byte) in digits.by_ref().zip(bytes.iter().rev()) {
-        let [hi, lo] = HEX_PAIRS[usize::from(*byte)];
-        match pair {
-            [d] => *d = lo,
-            [a, b] => {
-                *a = hi;
-                *b = lo;
-            }
-            _ => {}
-        }
-    }
+    let digits = hex128(v);
+    let zeros = out.len().saturating_sub(digits.len());
+    let (lead, rest) = out.split_at_mut(zeros);
     // More digits than a u128 has: leading zeros.
-    for pair in digits {
-        pair.fill(b'0');
+    lead.fill(b'0');
+    if let Some(src) = digits.get(digits.len() - rest.len()..) {
+        rest.copy_from_slice(src);
     }
 }
 
 /// A random UUID version 4 in its text form (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`), as
 /// Envoy's `x-request-id`.
 pub fn new_request_id() -> String {
-    let mut buf = [0u8; 36];
-    write_request_id(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+    let v = RNG.with(|r| r.borrow_mut().random::<u128>());
+    String::from_utf8_lossy(&request_id_text(v)).into_owned()
 }
 
-/// Writes a random UUID v4 ([`new_request_id`]) into `buf`.
-fn write_request_id(buf: &mut [u8; 36]) {
-    let mut v = RNG.with(|r| r.borrow_mut().random::<u128>());
+/// The UUID v4 text ([`new_request_id`]) of the random bits `v` (its version and variant
+/// bits are set here).
+fn request_id_text(mut v: u128) -> [u8; REQUEST_ID_LEN] {
     v = (v & !(0xf << 76)) | (0x4 << 76); // version 4: the 13th digit
     v = (v & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant: 10xx in the 17th digit
-    let mut hex = [0u8; 32];
-    put_hex(&mut hex, v);
-    let mut from = 0;
-    let mut to = 0;
-    for len in [8, 4, 4, 4, 12] {
-        if to > 0 {
-            if let Some(d) = buf.get_mut(to) {
-                *d = b'-';
-            }
-            to += 1;
-        }
-        if let (Some(dst), Some(src)) = (buf.get_mut(to..to + len), hex.get(from..from + len)) {
-            dst.copy_from_slice(src);
-        }
-        from += len;
-        to += len;
-    }
+    let hi = hex64((v >> 64) as u64);
+    let lo = hex64(v as u64);
+    let mut out = [b'-'; REQUEST_ID_LEN];
+    // 8-4-4 from the high half, 4-12 from the low one.
+    put(&mut out, 0, hi.get(..8).unwrap_or_default());
+    put(&mut out, 9, hi.get(8..12).unwrap_or_default());
+    put(&mut out, 14, hi.get(12..).unwrap_or_default());
+    put(&mut out, 19, lo.get(..4).unwrap_or_default());
+    put(&mut out, 24, lo.get(4..).unwrap_or_default());
+    out
 }
 
 /// Adds trace headers and `x-request-id`, and a `tracing` span, to each request
@@ -646,21 +686,71 @@ pub struct TraceService<S> {
 /// absent, and returns the context of this hop's span (also put in the extensions).
 pub fn propagate<B>(req: &mut Request<B>) -> TraceContext {
     let found = TraceHeaders::scan(req.headers());
+    // All the randomness a request needs, drawn at once: a trace id (two words) and a span
+    // id when a trace starts here, a span id when one is continued, a request id (two words).
+    let [a, b, c, d, e] = random_words();
     let ctx = match found.context() {
-        Some(incoming) => incoming.child(random_nonzero_u64()),
-        None => TraceContext::root(),
+        Some(incoming) => incoming.child(c),
+        None => TraceContext {
+            trace_id: nonzero_u128((u128::from(a) << 64) | u128::from(b)),
+            short_trace_id: false,
+            span_id: c,
+            parent_span_id: None,
+            sampled: Some(true),
+            debug: false,
+            format: TraceFormat::W3c,
+        }
+        .with_nonzero_span(),
     };
-    let has_request_id = found.request_id;
-    let mut values = Pending::default();
-    ctx.inject_into(req.headers_mut(), &mut values);
-    if !has_request_id {
-        let mut id = [0u8; 36];
-        write_request_id(&mut id);
-        values.set(X_REQUEST_ID, &[&id]);
+    let request_id =
+        (!found.request_id).then(|| request_id_text((u128::from(d) << 64) | u128::from(e)));
+    let headers = req.headers_mut();
+    if ctx.format == TraceFormat::W3c {
+        // The common case, written straight into one buffer that becomes the storage of both
+        // values: one allocation, and a copy of them (a retry's, a replay's) only counts
+        // references.
+        let mut buf = [0u8; TRACEPARENT_LEN + REQUEST_ID_LEN];
+        put(&mut buf, 0, &ctx.traceparent());
+        if let Some(id) = &request_id {
+            put(&mut buf, TRACEPARENT_LEN, id);
+        }
+        let mut rest = Bytes::from_owner(buf);
+        let traceparent = rest.split_to(TRACEPARENT_LEN);
+        if let Ok(v) = HeaderValue::from_maybe_shared(traceparent) {
+            headers.insert(TRACEPARENT, v);
+        }
+        if request_id.is_some()
+            && let Ok(v) = HeaderValue::from_maybe_shared(rest)
+        {
+            // Absent (the scan found none): an append is the insert.
+            headers.append(X_REQUEST_ID, v);
+        }
+    } else {
+        let mut values = Pending::default();
+        ctx.inject_into(headers, &mut values);
+        if let Some(id) = &request_id {
+            values.set(X_REQUEST_ID, &[id]);
+        }
+        values.apply(headers);
     }
-    values.apply(req.headers_mut());
     req.extensions_mut().insert(ctx);
     ctx
+}
+
+/// The route of the request's [`RouteDecision`], `-` without one.
+fn span_route<B>(req: &Request<B>) -> &str {
+    req.extensions()
+        .get::<RouteDecision>()
+        .and_then(RouteDecision::route_name)
+        .unwrap_or("-")
+}
+
+/// The destination of the request's [`RouteDecision`], else its URI's host, else `-`.
+fn span_destination<B>(req: &Request<B>) -> &str {
+    match req.extensions().get::<RouteDecision>() {
+        Some(d) => d.destination(),
+        None => req.uri().host().unwrap_or("-"),
+    }
 }
 
 impl<S, B> Service<Request<B>> for TraceService<S>
@@ -677,17 +767,13 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let ctx = propagate(&mut req);
-        let decision = req.extensions().get::<RouteDecision>();
-        let route = decision.and_then(RouteDecision::route_name).unwrap_or("-");
-        let destination: &str = match decision {
-            Some(d) => d.destination(),
-            None => req.uri().host().unwrap_or("-"),
-        };
+        // The fields are only looked up when the span is enabled: the macro evaluates them
+        // in its enabled branch alone.
         let span = tracing::debug_span!(
             "mesh.request",
             method = %req.method(),
-            route,
-            destination,
+            route = span_route(&req),
+            destination = span_destination(&req),
             trace_id = %format_args!("{}", ctx.trace_id_hex()),
             span_id = %format_args!("{:016x}", ctx.span_id),
         );
@@ -997,6 +1083,70 @@ mod tests {
                 Some(format!("{:016x}", v as u64).as_str())
             );
         }
+    }
+
+    #[test]
+    fn word_hex_matches_format_for_every_digit_in_every_position() {
+        let mut values = vec![
+            0u64,
+            1,
+            u64::MAX,
+            0x0123_4567_89ab_cdef,
+            0xfedc_ba98_7654_3210,
+        ];
+        // Each digit 0..=15 in each of the 16 positions.
+        for pos in 0..16 {
+            for d in 0..16u64 {
+                values.push(d << (4 * pos));
+            }
+        }
+        values.extend(random_words::<64>());
+        for v in values {
+            assert_eq!(hex64(v), *format!("{v:016x}").as_bytes(), "{v:x}");
+            let wide = (u128::from(v) << 64) | u128::from(v.rotate_left(13));
+            assert_eq!(hex128(wide), *format!("{wide:032x}").as_bytes(), "{wide:x}");
+        }
+    }
+
+    #[test]
+    fn request_id_text_is_the_uuid_layout_of_its_bits() {
+        let id = request_id_text(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        assert_eq!(&id, b"01234567-89ab-4def-bedc-ba9876543210");
+        let id = request_id_text(0);
+        assert_eq!(&id, b"00000000-0000-4000-8000-000000000000");
+    }
+
+    #[test]
+    fn a_continued_unsampled_w3c_trace_stays_unsampled_and_keeps_its_request_id() {
+        let mut req = Request::new(());
+        req.headers_mut().insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        req.headers_mut()
+            .insert(X_REQUEST_ID, HeaderValue::from_static("mine"));
+        let ctx = propagate(&mut req);
+        assert_eq!(ctx.sampled, Some(false));
+        assert_eq!(ctx.parent_span_id, Some(0x00f0_67aa_0ba9_02b7));
+        assert_eq!(req.extensions().get::<TraceContext>(), Some(&ctx));
+        let h = req.headers();
+        assert_eq!(h.get_all(TRACEPARENT).iter().count(), 1);
+        assert_eq!(
+            h[TRACEPARENT].to_str().ok(),
+            Some(format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-{:016x}-00",
+                ctx.span_id
+            ))
+            .as_deref()
+        );
+        assert_eq!(h.get_all(X_REQUEST_ID).iter().count(), 1);
+        assert_eq!(h[X_REQUEST_ID], "mine");
+        // A started trace: the extension is the context the headers carry.
+        let mut req = Request::new(());
+        let ctx = propagate(&mut req);
+        assert_eq!(req.extensions().get::<TraceContext>(), Some(&ctx));
+        assert_eq!(TraceContext::extract(req.headers()), Some(ctx));
+        assert_eq!(req.headers().get_all(X_REQUEST_ID).iter().count(), 1);
     }
 
     #[test]
