@@ -31,7 +31,7 @@
 //! assert_eq!(ours.parent_span_id, Some(incoming.span_id));
 //! ```
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 use std::task::{Context, Poll};
 
@@ -536,13 +536,28 @@ impl AsRef<[u8]> for ValueBuf {
 }
 
 thread_local! {
-    /// Ids need uniqueness, not secrecy: a fast generator per thread, seeded from the OS.
-    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+    /// Ids need uniqueness, not secrecy: a fast generator per thread (wyrand: a multiply a
+    /// word, a period of 2^64 words), seeded from the OS.
+    static RNG: Cell<u64> = Cell::new(SmallRng::from_os_rng().random());
+}
+
+/// `N` random words in one visit to the generator.
+fn random_words<const N: usize>() -> [u64; N] {
+    RNG.with(|s| {
+        let mut state = s.get();
+        let words = std::array::from_fn(|_| {
+            state = state.wrapping_add(0xa076_1d64_78bd_642f);
+            let t = u128::from(state) * u128::from(state ^ 0xe703_7ed1_a0b4_28db);
+            (t >> 64) as u64 ^ t as u64
+        });
+        s.set(state);
+        words
+    })
 }
 
 fn random_nonzero_u64() -> u64 {
     loop {
-        let v = RNG.with(|r| r.borrow_mut().random::<u64>());
+        let [v] = random_words();
         if v != 0 {
             return v;
         }
@@ -551,7 +566,8 @@ fn random_nonzero_u64() -> u64 {
 
 fn random_nonzero_u128() -> u128 {
     loop {
-        let v = RNG.with(|r| r.borrow_mut().random::<u128>());
+        let [hi, lo] = random_words();
+        let v = (u128::from(hi) << 64) | u128::from(lo);
         if v != 0 {
             return v;
         }
@@ -561,14 +577,6 @@ fn random_nonzero_u128() -> u128 {
 /// `v`, or a random nonzero id when `v` is zero.
 fn nonzero_u128(v: u128) -> u128 {
     if v == 0 { random_nonzero_u128() } else { v }
-}
-
-/// `N` random words in one visit to the generator.
-fn random_words<const N: usize>() -> [u64; N] {
-    RNG.with(|r| {
-        let mut rng = r.borrow_mut();
-        std::array::from_fn(|_| rng.random::<u64>())
-    })
 }
 
 /// The length of a version-00 `traceparent` value.
@@ -633,7 +641,8 @@ fn put_hex(out: &mut [u8], v: u128) {
 /// A random UUID version 4 in its text form (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`), as
 /// Envoy's `x-request-id`.
 pub fn new_request_id() -> String {
-    let v = RNG.with(|r| r.borrow_mut().random::<u128>());
+    let [hi, lo] = random_words();
+    let v = (u128::from(hi) << 64) | u128::from(lo);
     String::from_utf8_lossy(&request_id_text(v)).into_owned()
 }
 
@@ -1106,6 +1115,17 @@ mod tests {
             let wide = (u128::from(v) << 64) | u128::from(v.rotate_left(13));
             assert_eq!(hex128(wide), *format!("{wide:032x}").as_bytes(), "{wide:x}");
         }
+    }
+
+    #[test]
+    fn ids_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(new_request_id()));
+            let [a, b, c] = random_words::<3>();
+            assert!(seen.insert(format!("{a:x}-{b:x}-{c:x}")));
+        }
+        assert!((0..1000).all(|_| random_nonzero_u64() != 0 && random_nonzero_u128() != 0));
     }
 
     #[test]
