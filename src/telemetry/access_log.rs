@@ -37,14 +37,14 @@
 //! # }
 //! ```
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Request, Response, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -57,11 +57,8 @@ use crate::snapshot::Target;
 /// The target the access log is written to.
 pub const TARGET: &str = "tower_mesh::access_log";
 
-const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -151,9 +148,46 @@ pub struct Entry {
 }
 
 fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    headers.get(name).map(owned)
+}
+
+fn owned(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+/// The request headers an entry reads (each name's first value, as [`HeaderMap::get`]
+/// gives it), found in one pass over the entries: cheaper than a hashed lookup per name
+/// for the few headers a request carries.
+#[derive(Default)]
+struct LoggedHeaders<'a> {
+    original_path: Option<&'a HeaderValue>,
+    forwarded_for: Option<&'a HeaderValue>,
+    user_agent: Option<&'a HeaderValue>,
+    request_id: Option<&'a HeaderValue>,
+    host: Option<&'a HeaderValue>,
+}
+
+impl<'a> LoggedHeaders<'a> {
+    fn scan(headers: &'a HeaderMap) -> LoggedHeaders<'a> {
+        let mut found = LoggedHeaders::default();
+        for (name, value) in headers {
+            let slot = if name == http::header::HOST {
+                &mut found.host
+            } else if name == http::header::USER_AGENT {
+                &mut found.user_agent
+            } else {
+                match name.as_str() {
+                    "x-envoy-original-path" => &mut found.original_path,
+                    "x-forwarded-for" => &mut found.forwarded_for,
+                    "x-request-id" => &mut found.request_id,
+                    _ => continue,
+                }
+            };
+            // The first value of the name, as `get` would give.
+            slot.get_or_insert(value);
+        }
+        found
+    }
 }
 
 fn protocol(version: Version) -> &'static str {
@@ -170,9 +204,9 @@ fn protocol(version: Version) -> &'static str {
 impl Entry {
     /// The request's part of the entry.
     pub fn of_request<B>(req: &Request<B>) -> Entry {
-        let h = req.headers();
+        let h = LoggedHeaders::scan(req.headers());
         let decision = req.extensions().get::<RouteDecision>();
-        let path = header(h, X_ENVOY_ORIGINAL_PATH).unwrap_or_else(|| {
+        let path = h.original_path.map(owned).unwrap_or_else(|| {
             req.uri()
                 .path_and_query()
                 .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string())
@@ -184,14 +218,14 @@ impl Entry {
             method: req.method().as_str().to_string(),
             path,
             protocol: protocol(req.version()),
-            x_forwarded_for: header(h, X_FORWARDED_FOR),
-            user_agent: header(h, http::header::USER_AGENT),
-            request_id: header(h, X_REQUEST_ID),
+            x_forwarded_for: h.forwarded_for.map(owned),
+            user_agent: h.user_agent.map(owned),
+            request_id: h.request_id.map(owned),
             authority: req
                 .uri()
                 .authority()
                 .map(|a| a.as_str().to_string())
-                .or_else(|| header(h, http::header::HOST)),
+                .or_else(|| h.host.map(owned)),
             upstream_host: decision.and_then(|d| match d.target() {
                 Target::Passthrough { host, port } => Some(format!("{host}:{port}")),
                 Target::Cluster(_) => None,
@@ -210,27 +244,8 @@ impl Entry {
 
     /// The line in Envoy's default format (without the trailing newline).
     pub fn envoy_line(&self) -> String {
-        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
         let mut s = String::with_capacity(256);
-        let _ = write!(
-            s,
-            "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
-            rfc3339_millis(self.start_ms),
-            self.method,
-            self.path,
-            self.protocol,
-            self.response_code,
-            self.response_flags,
-            self.bytes_received,
-            self.bytes_sent,
-            self.duration_ms,
-            dash(&self.upstream_service_time),
-            dash(&self.x_forwarded_for),
-            dash(&self.user_agent),
-            dash(&self.request_id),
-            dash(&self.authority),
-            dash(&self.upstream_host),
-        );
+        let _ = write!(s, "{}", EnvoyLine(self));
         s
     }
 
@@ -257,18 +272,83 @@ impl Entry {
         })
         .to_string()
     }
+}
 
-    fn line(&self, format: AccessLogFormat) -> String {
-        match format {
-            AccessLogFormat::Envoy => self.envoy_line(),
-            AccessLogFormat::Json => self.json_line(),
+/// An entry in Envoy's default format, written straight to a formatter (no line built
+/// first).
+struct EnvoyLine<'a>(&'a Entry);
+
+impl fmt::Display for EnvoyLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        fn dash(v: &Option<String>) -> &str {
+            v.as_deref().unwrap_or("-")
         }
+        write!(
+            f,
+            "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"",
+            Rfc3339Millis(e.start_ms),
+            e.method,
+            e.path,
+            e.protocol,
+            e.response_code,
+            e.response_flags,
+            e.bytes_received,
+            e.bytes_sent,
+            e.duration_ms,
+            dash(&e.upstream_service_time),
+            dash(&e.x_forwarded_for),
+            dash(&e.user_agent),
+            dash(&e.request_id),
+            dash(&e.authority),
+            dash(&e.upstream_host),
+        )
     }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch (UTC; Howard Hinnant's
 /// days-to-civil algorithm).
 pub fn rfc3339_millis(ms: u128) -> String {
+    Rfc3339Millis(ms).to_string()
+}
+
+/// [`rfc3339_millis`] as a `Display`: its digits written into one buffer and out at once.
+struct Rfc3339Millis(u128);
+
+impl fmt::Display for Rfc3339Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (year, month, day, h, m, s, millis) = civil(self.0);
+        if !(0..=9999).contains(&year) {
+            // Outside four digits: as `format!` would write it.
+            return write!(
+                f,
+                "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z"
+            );
+        }
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let fields: [(usize, usize, u64); 7] = [
+            (0, 4, year.unsigned_abs()),
+            (5, 2, month.unsigned_abs()),
+            (8, 2, day.unsigned_abs()),
+            (11, 2, h.unsigned_abs()),
+            (14, 2, m.unsigned_abs()),
+            (17, 2, s.unsigned_abs()),
+            (20, 3, u64::from(millis)),
+        ];
+        for (at, len, mut v) in fields {
+            if let Some(digits) = out.get_mut(at..at + len) {
+                for d in digits.iter_mut().rev() {
+                    *d = b'0' + (v % 10) as u8;
+                    v /= 10;
+                }
+            }
+        }
+        f.write_str(std::str::from_utf8(&out).unwrap_or_default())
+    }
+}
+
+/// Year, month, day, hour, minute, second and millisecond of `ms` since the Unix epoch.
+fn civil(ms: u128) -> (i64, i64, i64, i64, i64, i64, u32) {
     let secs = (ms / 1000) as i64;
     let millis = (ms % 1000) as u32;
     let days = secs.div_euclid(86_400);
@@ -283,12 +363,15 @@ pub fn rfc3339_millis(ms: u128) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+    (year, month, day, h, m, s, millis)
 }
 
 /// Writes a finished entry.
 fn emit(entry: &Entry, format: AccessLogFormat) {
-    tracing::info!(target: TARGET, "{}", entry.line(format));
+    match format {
+        AccessLogFormat::Envoy => tracing::info!(target: TARGET, "{}", EnvoyLine(entry)),
+        AccessLogFormat::Json => tracing::info!(target: TARGET, "{}", entry.json_line()),
+    }
 }
 
 impl<S, B, ResB> Service<Request<B>> for AccessLogService<S>
@@ -525,6 +608,50 @@ mod tests {
             rfc3339_millis(4_102_444_799_999),
             "2099-12-31T23:59:59.999Z"
         );
+    }
+
+    #[test]
+    fn start_time_digits_are_those_format_writes() {
+        // Every field's width and carry, and beyond four-digit years.
+        let mut ms = 0u128;
+        let mut seen = 0;
+        while ms < 400_000_000_000_000 {
+            let (year, month, day, h, m, s, millis) = civil(ms);
+            assert_eq!(
+                rfc3339_millis(ms),
+                format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z"),
+                "{ms}"
+            );
+            ms = ms * 3 + 7_919;
+            seen += 1;
+        }
+        assert!(seen > 20);
+        assert_eq!(
+            rfc3339_millis(253_402_300_800_000),
+            "10000-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(253_402_300_799_999),
+            "9999-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn logged_headers_are_the_first_value_of_each_name() {
+        let mut h = HeaderMap::new();
+        h.append("user-agent", HeaderValue::from_static("first"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("user-agent", HeaderValue::from_static("second"));
+        h.append("x-request-id", HeaderValue::from_static("id-1"));
+        h.append("x-request-id", HeaderValue::from_static("id-2"));
+        let mut req = Request::new(());
+        *req.headers_mut() = h;
+        let e = Entry::of_request(&req);
+        assert_eq!(e.user_agent.as_deref(), Some("first"));
+        assert_eq!(e.request_id.as_deref(), Some("id-1"));
+        assert_eq!(e.x_forwarded_for.as_deref(), Some("10.0.0.1"));
+        assert_eq!(e.authority, None);
+        assert_eq!(e.path, "/");
     }
 
     fn entry() -> Entry {
