@@ -956,6 +956,7 @@ mod tests {
                 .expect("ascii")
                 .to_string();
             assert_eq!(parse_traceparent(&out), Some(ctx), "{out}");
+            assert_eq!(req.headers().get_all(TRACEPARENT).iter().count(), 1);
             assert_eq!(ctx.parent_span_id, None);
             assert!(req.headers().contains_key(X_REQUEST_ID));
         }
