@@ -316,10 +316,10 @@ impl Service<Request<MeshBody>> for Upstream {
     }
 
     fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
-        let Some(target) = req
+        let Some((target, tries)) = req
             .extensions()
             .get::<RouteDecision>()
-            .map(|d| d.target().clone())
+            .map(|d| (d.target().clone(), d.try_context().cloned()))
         else {
             return Box::pin(async {
                 Err(Error::Other(
@@ -359,7 +359,6 @@ impl Service<Request<MeshBody>> for Upstream {
                 if let Some(v) = view.as_mut() {
                     self.outlier_events(cluster.key(), v.take_events());
                 }
-                let tries = req.extensions().get::<TryContext>().cloned();
                 let avoid = |a: &SocketAddr| tries.as_ref().is_some_and(|t| t.should_avoid(a));
                 let ejected = |a: &SocketAddr| view.as_ref().is_some_and(|v| v.is_excluded(a));
                 let panic = view.as_ref().is_some_and(|v| v.panic());
@@ -433,7 +432,11 @@ impl Service<Request<MeshBody>> for Upstream {
                 // A try the route timeout abandons before its response headers counts as a
                 // local-origin timeout for outlier detection (the guard sees it dropped).
                 let abandoned = events.as_ref().and_then(|events| {
-                    let expiry = req.extensions().get::<RouteTimeoutExpiry>()?.clone();
+                    let expiry = req
+                        .extensions()
+                        .get::<RouteDecision>()?
+                        .timeout_expiry()?
+                        .clone();
                     Some(AbandonGuard {
                         expiry,
                         cluster: cluster.clone(),
