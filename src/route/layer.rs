@@ -371,12 +371,29 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let grpc = is_grpc_request(req.headers());
+        let (parts, body) = req.into_parts();
+        self.call_parts(parts, body)
+    }
+}
+
+impl<S> RouteService<S> {
+    /// [`call`](Service::call) with the request in its parts (what the
+    /// [`MeshClient`](crate::MeshClient) has after giving the body its type: no request to
+    /// put together only to take apart again).
+    pub(crate) fn call_parts<B>(
+        &mut self,
+        mut parts: http::request::Parts,
+        body: B,
+    ) -> RouteFuture<S::Future>
+    where
+        S: Service<Request<B>, Response = Response<MeshBody>>,
+        S::Error: Into<BoxError>,
+    {
+        let grpc = is_grpc_request(&parts.headers);
         if let Some(err) = self.not_ready.take() {
             return RouteFuture::answer(answer(&err, grpc));
         }
         let snapshot = self.mesh.inner.snapshot.load_full();
-        let (mut parts, body) = req.into_parts();
         match decide(&self.mesh, &snapshot, &mut parts, grpc) {
             Err(err) => RouteFuture::answer(answer(&err, grpc)),
             Ok(Outcome::Answer(resp)) => RouteFuture::answer(resp),
