@@ -154,31 +154,45 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.inner.call(mesh_request(req))
+        // The router takes the request in parts: the head is moved once, not put back
+        // together around the new body and taken apart again.
+        let (parts, body) = req.into_parts();
+        self.inner.call_parts(parts, mesh_body(body))
     }
 }
 
-/// `req` with a [`MeshBody`]: as it is when its body is one already (what [`Forward`] sends:
-/// boxing it again would cost an allocation, and every read of the body a second dynamic
-/// call), else with its body boxed.
-///
-/// [`Forward`]: crate::proxy::Forward
+/// `req` with a [`MeshBody`] ([`mesh_body`]).
+#[cfg(test)]
 fn mesh_request<B>(req: Request<B>) -> Request<MeshBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut slot = Some(req);
+    let (parts, body) = req.into_parts();
+    Request::from_parts(parts, mesh_body(body))
+}
+
+/// `body` as a [`MeshBody`]: as it is when it is one already (what [`Forward`] sends:
+/// boxing it again would cost an allocation, and every read of the body a second dynamic
+/// call), else boxed.
+///
+/// [`Forward`]: crate::proxy::Forward
+fn mesh_body<B>(body: B) -> MeshBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut slot = Some(body);
     let any: &mut dyn std::any::Any = &mut slot;
-    if let Some(same) = any.downcast_mut::<Option<Request<MeshBody>>>()
-        && let Some(req) = same.take()
+    if let Some(same) = any.downcast_mut::<Option<MeshBody>>()
+        && let Some(body) = same.take()
     {
-        return req;
+        return body;
     }
     match slot {
-        Some(req) => req.map(body::boxed),
+        Some(body) => body::boxed(body),
         // Taken above only when `B` is `MeshBody`, which then returned.
-        None => Request::new(body::empty()),
+        None => body::empty(),
     }
 }
 
@@ -316,10 +330,10 @@ impl Service<Request<MeshBody>> for Upstream {
     }
 
     fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
-        let Some(target) = req
+        let Some((target, tries)) = req
             .extensions()
             .get::<RouteDecision>()
-            .map(|d| d.target().clone())
+            .map(|d| (d.target().clone(), d.try_context().cloned()))
         else {
             return Box::pin(async {
                 Err(Error::Other(
@@ -359,7 +373,6 @@ impl Service<Request<MeshBody>> for Upstream {
                 if let Some(v) = view.as_mut() {
                     self.outlier_events(cluster.key(), v.take_events());
                 }
-                let tries = req.extensions().get::<TryContext>().cloned();
                 let avoid = |a: &SocketAddr| tries.as_ref().is_some_and(|t| t.should_avoid(a));
                 let ejected = |a: &SocketAddr| view.as_ref().is_some_and(|v| v.is_excluded(a));
                 let panic = view.as_ref().is_some_and(|v| v.panic());
@@ -433,7 +446,11 @@ impl Service<Request<MeshBody>> for Upstream {
                 // A try the route timeout abandons before its response headers counts as a
                 // local-origin timeout for outlier detection (the guard sees it dropped).
                 let abandoned = events.as_ref().and_then(|events| {
-                    let expiry = req.extensions().get::<RouteTimeoutExpiry>()?.clone();
+                    let expiry = req
+                        .extensions()
+                        .get::<RouteDecision>()?
+                        .timeout_expiry()?
+                        .clone();
                     Some(AbandonGuard {
                         expiry,
                         cluster: cluster.clone(),

@@ -42,6 +42,8 @@ use tower::{Layer, Service};
 use crate::body::{self, MeshBody};
 use crate::error::{BoxError, Error, is_grpc_request};
 use crate::mesh::{Mesh, OutboundPolicy};
+use crate::resilience::retry::TryContext;
+use crate::resilience::retry::timeout::RouteTimeoutExpiry;
 use crate::route::action::RouteAction;
 use crate::route::matcher::RequestView;
 use crate::route::normalize::try_normalize_path;
@@ -61,6 +63,14 @@ pub struct RouteDecision {
     destination: Arc<str>,
     subset: Option<Arc<str>>,
     target: Target,
+    /// Whether the request is a gRPC request as routed (its `content-type` after the
+    /// route's header operations): read by the layers below instead of the headers.
+    grpc: bool,
+    /// This try's context, set by the retry layer (carried here rather than as an
+    /// extension of its own: one extension insert less per request).
+    tries: Option<TryContext>,
+    /// Set by the timeout layer when the call has a deadline.
+    expiry: Option<RouteTimeoutExpiry>,
 }
 
 impl fmt::Debug for RouteDecision {
@@ -72,6 +82,7 @@ impl fmt::Debug for RouteDecision {
             .field("destination", &self.destination)
             .field("subset", &self.subset)
             .field("target", &self.target)
+            .field("attempt", &self.tries.as_ref().map(TryContext::attempt))
             .finish()
     }
 }
@@ -88,7 +99,55 @@ impl RouteDecision {
             destination: t.host.clone(),
             subset: t.subset.clone(),
             target: t.target.clone(),
+            grpc: t.parent.grpc,
+            tries: None,
+            expiry: None,
         }
+    }
+
+    /// A copy of this decision without its try context (what the retry layer keeps to
+    /// rebuild retries from; each try gets its own context).
+    pub(crate) fn without_tries(&self) -> RouteDecision {
+        RouteDecision {
+            snapshot: self.snapshot.clone(),
+            vhost: self.vhost.clone(),
+            route: self.route,
+            compiled: self.compiled.clone(),
+            destination: self.destination.clone(),
+            subset: self.subset.clone(),
+            target: self.target.clone(),
+            grpc: self.grpc,
+            tries: None,
+            expiry: self.expiry.clone(),
+        }
+    }
+
+    /// Whether the request is a gRPC request (`content-type: application/grpc...`) as it
+    /// was routed, after the route's request header operations.
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
+    }
+
+    /// The retry layer's context of this try ([`TryContext`]): which try this is and the
+    /// endpoints earlier tries went to. `None` when no
+    /// [`RetryLayer`](crate::resilience::retry::RetryLayer) handled the request.
+    pub fn try_context(&self) -> Option<&TryContext> {
+        self.tries.as_ref()
+    }
+
+    /// Sets this try's context (the retry layer).
+    pub(crate) fn set_try_context(&mut self, ctx: TryContext) {
+        self.tries = Some(ctx);
+    }
+
+    /// The route timeout's expiry mark, when the call has a deadline.
+    pub(crate) fn timeout_expiry(&self) -> Option<&RouteTimeoutExpiry> {
+        self.expiry.as_ref()
+    }
+
+    /// Sets the route timeout's expiry mark (the timeout layer).
+    pub(crate) fn set_timeout_expiry(&mut self, expiry: RouteTimeoutExpiry) {
+        self.expiry = Some(expiry);
     }
 
     /// The snapshot the request was routed with (every layer of this request uses it).
@@ -312,13 +371,30 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let grpc = is_grpc_request(req.headers());
+        let (parts, body) = req.into_parts();
+        self.call_parts(parts, body)
+    }
+}
+
+impl<S> RouteService<S> {
+    /// [`call`](Service::call) with the request in its parts (what the
+    /// [`MeshClient`](crate::MeshClient) has after giving the body its type: no request to
+    /// put together only to take apart again).
+    pub(crate) fn call_parts<B>(
+        &mut self,
+        mut parts: http::request::Parts,
+        body: B,
+    ) -> RouteFuture<S::Future>
+    where
+        S: Service<Request<B>, Response = Response<MeshBody>>,
+        S::Error: Into<BoxError>,
+    {
+        let grpc = is_grpc_request(&parts.headers);
         if let Some(err) = self.not_ready.take() {
             return RouteFuture::answer(answer(&err, grpc));
         }
         let snapshot = self.mesh.inner.snapshot.load_full();
-        let (mut parts, body) = req.into_parts();
-        match decide(&self.mesh, &snapshot, &mut parts) {
+        match decide(&self.mesh, &snapshot, &mut parts, grpc) {
             Err(err) => RouteFuture::answer(answer(&err, grpc)),
             Ok(Outcome::Answer(resp)) => RouteFuture::answer(resp),
             Ok(Outcome::Forward(decision, after)) => {
@@ -399,21 +475,31 @@ struct Plan<'s> {
 /// rebuilt only when something in it changes or it is not absolute yet. The rebuilt URI
 /// keeps the parts that do not change (scheme, authority, path) as they are, without copying
 /// them; an authority taken from the `Host` header is the one copy.
+///
+/// `grpc`: whether the request as it came is a gRPC request; the decision records it as it
+/// is after the route's header operations.
 fn decide(
     mesh: &Mesh,
     snap: &Arc<Snapshot>,
     parts: &mut http::request::Parts,
+    grpc: bool,
 ) -> Result<Outcome, Error> {
-    let plan = match plan(mesh, snap, parts)? {
+    let mut plan = match plan(mesh, snap, parts, grpc)? {
         Ok(plan) => plan,
         Err(answer) => return Ok(Outcome::Answer(answer)),
     };
     if let Some((route, dest)) = plan.route {
+        let mut changed = !route.headers().is_empty();
         route.headers().apply_request(&mut parts.headers);
         if let RouteAction::Forward(fwd) = route.action()
             && let Some(d) = fwd.destinations().get(dest)
         {
+            changed |= !d.headers().is_empty();
             d.headers().apply_request(&mut parts.headers);
+        }
+        if changed {
+            // The operations may have set or removed `content-type`.
+            plan.decision.grpc = is_grpc_request(&parts.headers);
         }
     }
     let absolute = parts.uri.scheme().is_some() && parts.uri.authority().is_some();
@@ -449,6 +535,7 @@ fn plan<'s>(
     mesh: &Mesh,
     snap: &'s Arc<Snapshot>,
     parts: &http::request::Parts,
+    grpc: bool,
 ) -> Result<Result<Plan<'s>, Response<MeshBody>>, Error> {
     let settings = snap.settings();
     // The authority as `authority_of` finds it; the `Host` header is kept for the URI.
@@ -516,6 +603,9 @@ fn plan<'s>(
                     destination: host.clone(),
                     subset: None,
                     target: Target::Passthrough { host, port },
+                    grpc,
+                    tries: None,
+                    expiry: None,
                 })))
             }
         };
@@ -539,6 +629,9 @@ fn plan<'s>(
             destination,
             subset: None,
             target,
+            grpc,
+            tries: None,
+            expiry: None,
         })));
     };
 
@@ -620,6 +713,9 @@ fn plan<'s>(
             destination: dest.host().clone(),
             subset: dest.subset().cloned(),
             target,
+            grpc,
+            tries: None,
+            expiry: None,
         },
         route: Some((route, dest_index)),
         authority: new_authority,
@@ -727,6 +823,76 @@ mod tests {
         );
         assert_eq!(table.authority_for(&a), first);
         assert_eq!(table.authority_for(&HeaderValue::from_static("a b")), None);
+    }
+
+    /// What the inner service sees of the decision's gRPC flag for a request with
+    /// `content_type`, routed by a route whose request header operations are `ops`.
+    async fn routed_grpc(ops: &str, content_type: Option<&'static str>) -> Option<bool> {
+        let yaml = format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: my-app, namespace: default}}
+spec:
+  hosts: [my-app.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: my-app, namespace: default}}
+spec:
+  hosts: [my-app.default.svc.cluster.local]
+  http:
+  - route: [{{destination: {{host: my-app.default.svc.cluster.local}}}}]
+    {ops}
+"#
+        );
+        let mesh = match Mesh::builder()
+            .namespace("default")
+            .config_str("mesh.yaml", &yaml)
+            .build()
+        {
+            Ok(mesh) => mesh,
+            Err(err) => panic!("config refused: {err}"),
+        };
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let record = seen.clone();
+        let inner = tower::service_fn(move |req: Request<MeshBody>| {
+            let grpc = req.extensions().get::<RouteDecision>().map(|d| d.is_grpc());
+            *record
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = grpc;
+            async { Ok::<_, Error>(Response::new(body::empty())) }
+        });
+        let mut svc = RouteLayer::new(mesh).layer(inner);
+        let mut req = Request::builder().uri("http://my-app.default.svc.cluster.local/");
+        if let Some(ct) = content_type {
+            req = req.header(http::header::CONTENT_TYPE, ct);
+        }
+        let Ok(req) = req.body(body::empty()) else {
+            panic!("bad test request");
+        };
+        let _ = svc.call(req).await;
+        *seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[tokio::test]
+    async fn the_decision_knows_a_grpc_request_as_routed() {
+        let grpc = Some("application/grpc");
+        assert_eq!(routed_grpc("", grpc).await, Some(true));
+        assert_eq!(routed_grpc("", Some("text/plain")).await, Some(false));
+        assert_eq!(routed_grpc("", None).await, Some(false));
+        // The route's header operations come first.
+        let set = "headers: {request: {set: {content-type: application/grpc+proto}}}";
+        assert_eq!(routed_grpc(set, None).await, Some(true));
+        let remove = "headers: {request: {remove: [content-type]}}";
+        assert_eq!(routed_grpc(remove, grpc).await, Some(false));
+        let other = "headers: {request: {set: {x-a: b}}}";
+        assert_eq!(routed_grpc(other, grpc).await, Some(true));
     }
 
     #[test]

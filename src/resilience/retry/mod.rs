@@ -182,8 +182,9 @@ impl RetryPolicy {
 // Try context
 // ---------------------------------------------------------------------------------------------
 
-/// Inserted into each try's request extensions by [`RetryService`]: which try this is, and
-/// the endpoints earlier tries of the same request went to.
+/// Given to each try by [`RetryService`], in the try's [`RouteDecision`]
+/// ([`RouteDecision::try_context`]): which try this is, and the endpoints earlier tries of
+/// the same request went to.
 ///
 /// The balancer [`record`](TryContext::record)s the endpoint it picks; on a retry it asks
 /// [`should_avoid`](TryContext::should_avoid) to prefer an endpoint not yet tried (Envoy's
@@ -231,6 +232,27 @@ impl TryContext {
             shared: Arc::new(TryShared {
                 tried: Mutex::default(),
                 head,
+                head_for_pool: for_pool,
+            }),
+            avoid_previous: policy.ignore_previous_hosts,
+            remote_localities: policy.retry_remote_localities,
+        }
+    }
+
+    /// The context of the first try of `req` (routed by `decision`), keeping a copy of its
+    /// head for retries; `for_pool`: the pool may replay it too. (The copy is made in place
+    /// in the shared allocation, not moved into it.)
+    fn of_request<B>(
+        policy: &RetryPolicy,
+        req: &Request<B>,
+        decision: &RouteDecision,
+        for_pool: bool,
+    ) -> Self {
+        TryContext {
+            attempt: 1,
+            shared: Arc::new(TryShared {
+                tried: Mutex::default(),
+                head: Some(Head::of(req, decision)),
                 head_for_pool: for_pool,
             }),
             avoid_previous: policy.ignore_previous_hosts,
@@ -519,9 +541,10 @@ type EventSink = Arc<dyn Fn(RetryEvent) + Send + Sync>;
 /// policy); a request without a [`RouteDecision`] passes through. A route without `retries`
 /// gets Istio's default policy.
 ///
-/// The first try is the request as it came, with all its extensions; a retry is rebuilt from
-/// the request's method, URI, version and headers, with the [`RouteDecision`] and a fresh
-/// [`TryContext`] as its only extensions.
+/// The first try is the request as it came, with all its extensions (its [`RouteDecision`]
+/// given the try's [`TryContext`]); a retry is rebuilt from the request's method, URI,
+/// version and headers, with the [`RouteDecision`] (carrying a fresh [`TryContext`]) as its
+/// only extension.
 #[derive(Clone)]
 pub struct RetryLayer<G = NoGate> {
     gate: Arc<G>,
@@ -649,10 +672,9 @@ impl<S: fmt::Debug, G> fmt::Debug for RetryService<S, G> {
     }
 }
 
-/// The retry policy and destination of a request, when it may be retried or has a per-try
-/// timeout.
-fn plan<B>(req: &Request<B>) -> Option<(Arc<RetryPolicy>, Arc<Cluster>)> {
-    let decision = req.extensions().get::<RouteDecision>()?;
+/// The retry policy and destination of a request routed by `decision`, when it may be
+/// retried or has a per-try timeout.
+fn plan(decision: &RouteDecision) -> Option<(Arc<RetryPolicy>, Arc<Cluster>)> {
     let Target::Cluster(cluster) = decision.target() else {
         return None;
     };
@@ -726,14 +748,29 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<MeshBody>) -> Self::Future {
-        let Some((policy, cluster)) = plan(&req) else {
+    fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
+        let planned = req
+            .extensions()
+            .get::<RouteDecision>()
+            .and_then(|decision| {
+                let (policy, cluster) = plan(decision)?;
+                // The first try takes the request as it came, extensions and all; retries are
+                // rebuilt from a copy of its head and the routing decision (what the layers
+                // below read), kept in the context all tries share.
+                let ctx =
+                    TryContext::of_request(&policy, &req, decision, self.shared.head_for_pool);
+                Some((policy, cluster, ctx))
+            });
+        let Some((policy, cluster, ctx)) = planned else {
             return RetryFuture {
                 kind: Kind::Direct {
                     fut: self.inner.call(req),
                 },
             };
         };
+        if let Some(decision) = req.extensions_mut().get_mut::<RouteDecision>() {
+            decision.set_try_context(ctx.for_attempt(1));
+        }
         // The ready service goes into the loop; this one is a fresh clone.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -744,7 +781,7 @@ where
         };
         RetryFuture {
             kind: Kind::Retrying {
-                fut: Box::pin(run.run(inner, req)),
+                fut: Box::pin(run.run(inner, req, ctx)),
             },
         }
     }
@@ -774,6 +811,7 @@ impl<G: RetryGate> RetryRun<G> {
         self,
         mut svc: S,
         req: Request<MeshBody>,
+        ctx: TryContext,
     ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send
     where
         S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = Error, Future = F>
@@ -800,15 +838,6 @@ impl<G: RetryGate> RetryRun<G> {
                 }
             }
         };
-        // The first try takes the request as it came, extensions and all; retries are rebuilt
-        // from a copy of its head and the routing decision (what the layers below read), kept
-        // in the context all tries share.
-        let ctx = TryContext::with_head(
-            &self.policy,
-            Some(Head::of(&req)),
-            self.shared.head_for_pool,
-        );
-        req.extensions_mut().insert(ctx.for_attempt(1));
         let first_guard = self.shared.gate.start_try(&self.cluster, false);
         let first: F = svc.call(req);
         async move {
@@ -878,12 +907,12 @@ impl<G: RetryGate> RetryRun<G> {
                     Box::pin(tokio::time::sleep(wait)).await;
                 }
                 ServiceExt::<Request<MeshBody>>::ready(&mut svc).await?;
-                let Some(parts) = ctx.shared.head.as_ref().map(Head::parts) else {
+                let Some(head) = ctx.shared.head.as_ref() else {
                     // Not reached: this loop's context always keeps the head.
                     return Err(Error::Other("retry: the request head was not kept".into()));
                 };
-                let mut req: Request<MeshBody> = Request::from_parts(parts, body);
-                req.extensions_mut().insert(ctx.for_attempt(retries + 1));
+                let parts = head.parts(ctx.for_attempt(retries + 1));
+                let req: Request<MeshBody> = Request::from_parts(parts, body);
                 try_guard = self.shared.gate.start_try(&self.cluster, true);
                 fut = svc.call(req);
             }
@@ -946,68 +975,136 @@ fn exhausted(
     }
 }
 
-/// A copy of a request's head (method, URI, version, headers, extensions) for another try.
-/// What a retry is rebuilt from: the request head and its [`RouteDecision`]. Other
-/// extensions reach the first try only (nothing below the retry layer reads them).
+/// A copy of a request's head (method, URI, version, headers) and of its [`RouteDecision`]
+/// (without try context): what a retry is rebuilt from. Other extensions reach the first
+/// try only (nothing below the retry layer reads them).
 struct Head {
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
     headers: HeaderList,
-    decision: Option<crate::route::RouteDecision>,
-    expiry: Option<timeout::RouteTimeoutExpiry>,
+    decision: RouteDecision,
 }
 
 impl Head {
-    fn of<B>(req: &Request<B>) -> Self {
-        let extensions = req.extensions();
+    fn of<B>(req: &Request<B>, decision: &RouteDecision) -> Self {
         Head {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: HeaderList::of(req.headers()),
-            decision: extensions.get::<crate::route::RouteDecision>().cloned(),
-            expiry: extensions.get::<timeout::RouteTimeoutExpiry>().cloned(),
+            decision: decision.without_tries(),
         }
     }
 
-    fn parts(&self) -> Parts {
+    /// The head of another try, whose context is `tries`: the routing decision (carrying
+    /// `tries`) is its one extension.
+    fn parts(&self, tries: TryContext) -> Parts {
         let mut req = Request::new(());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.to_map();
-        if let Some(d) = &self.decision {
-            req.extensions_mut().insert(d.clone());
-        }
-        if let Some(e) = &self.expiry {
-            req.extensions_mut().insert(e.clone());
-        }
+        let mut decision = self.decision.without_tries();
+        decision.set_try_context(tries);
+        req.extensions_mut().insert(decision);
         req.into_parts().0
     }
 }
 
-/// A copy of a header map as its (name, value) pairs in iteration order: one allocation and
-/// a reference count per value to make and to drop, where a `HeaderMap` clone also copies
-/// its index table and hash links. Every request that may be retried pays for this copy;
-/// only a retry (or a stale-connection replay) turns it back into a map.
-struct HeaderList(Vec<(http::HeaderName, http::HeaderValue)>);
+/// A copy of a header map as one byte string: per header (in iteration order) the name's
+/// length, the value's length and sensitivity, the name and the value. Every request that
+/// may be retried pays for this copy, so it is one allocation and plain byte copies, with
+/// nothing to release per header (a list of `(HeaderName, HeaderValue)` clones takes a
+/// reference count per name and value to make, and as many to drop); only a retry (or a
+/// stale-connection replay) turns it back into a map.
+struct HeaderList {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+/// The most bytes [`put_len`] writes for one length.
+const MAX_LEN_BYTES: usize = (usize::BITS as usize).div_ceil(7);
+
+/// Appends `n` as a little-endian base-128 varint (at most [`MAX_LEN_BYTES`] bytes).
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n & 0x7F) as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Reads a length written by [`put_len`] from the front of `bytes`.
+fn take_len(bytes: &mut &[u8]) -> Option<usize> {
+    let mut n: usize = 0;
+    let mut shift = 0u32;
+    loop {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        n |= usize::from(b & 0x7F).checked_shl(shift)?;
+        if b < 0x80 {
+            return Some(n);
+        }
+        shift += 7;
+    }
+}
+
+/// Splits `n` bytes off the front of `bytes`.
+fn take_bytes<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = bytes.split_at_checked(n)?;
+    *bytes = rest;
+    Some(head)
+}
 
 impl HeaderList {
     fn of(headers: &http::HeaderMap) -> Self {
-        let mut list = Vec::with_capacity(headers.len());
-        list.extend(headers.iter().map(|(n, v)| (n.clone(), v.clone())));
-        HeaderList(list)
+        // A guess that holds typical request headers without growing.
+        let mut bytes = Vec::with_capacity(64 * headers.len());
+        for (name, value) in headers {
+            let name = name.as_str().as_bytes();
+            let v = value.as_bytes();
+            bytes.reserve(2 * MAX_LEN_BYTES + name.len() + v.len());
+            put_len(&mut bytes, name.len());
+            put_len(&mut bytes, v.len() << 1 | usize::from(value.is_sensitive()));
+            bytes.extend_from_slice(name);
+            bytes.extend_from_slice(v);
+        }
+        HeaderList {
+            bytes,
+            len: headers.len(),
+        }
     }
 
     /// The map again: the same names, values (with their sensitivity) and order, several
-    /// values of one name in their order.
+    /// values of one name in their order. (Every name and value was valid in the map it was
+    /// copied from; a value that safe code could not have made is left out.)
     fn to_map(&self) -> http::HeaderMap {
-        let mut map = http::HeaderMap::with_capacity(self.0.len());
-        for (name, value) in &self.0 {
-            map.append(name.clone(), value.clone());
+        let mut map = http::HeaderMap::with_capacity(self.len);
+        let mut rest = &self.bytes[..];
+        while !rest.is_empty() {
+            let Some((name, value, sensitive)) = Self::next(&mut rest) else {
+                break;
+            };
+            let (Ok(name), Ok(mut value)) = (
+                http::HeaderName::from_bytes(name),
+                http::HeaderValue::from_bytes(value),
+            ) else {
+                continue;
+            };
+            value.set_sensitive(sensitive);
+            map.append(name, value);
         }
         map
+    }
+
+    /// The next (name, value, sensitive) from the front of `rest`.
+    fn next<'a>(rest: &mut &'a [u8]) -> Option<(&'a [u8], &'a [u8], bool)> {
+        let name_len = take_len(rest)?;
+        let value_len = take_len(rest)?;
+        let name = take_bytes(rest, name_len)?;
+        let value = take_bytes(rest, value_len >> 1)?;
+        Some((name, value, value_len & 1 == 1))
     }
 }
 
@@ -1045,5 +1142,48 @@ mod head_tests {
         let xb: Vec<_> = back.get_all("x-b").iter().collect();
         assert_eq!(xb, ["1", "2"]);
         assert!(HeaderList::of(&http::HeaderMap::new()).to_map().is_empty());
+    }
+
+    #[test]
+    fn header_list_keeps_long_names_and_values_and_many_headers() {
+        let mut map = http::HeaderMap::new();
+        let long_name = HeaderName::from_bytes(&[b'n'; 300]).expect("a name");
+        let long_value = HeaderValue::from_bytes(&[b'v'; 70_000]).expect("a value");
+        map.insert(long_name.clone(), long_value.clone());
+        for i in 0..100 {
+            map.append(
+                HeaderName::from_bytes(format!("x-{i}").as_bytes()).expect("a name"),
+                HeaderValue::from(i),
+            );
+        }
+        map.append("x-empty", HeaderValue::from_static(""));
+        let back = HeaderList::of(&map).to_map();
+        assert_eq!(back, map);
+        assert_eq!(back.get(&long_name), Some(&long_value));
+        assert_eq!(back.get("x-empty").map(HeaderValue::len), Some(0));
+    }
+
+    #[test]
+    fn header_list_lengths_round_trip() {
+        for n in [
+            0,
+            1,
+            127,
+            128,
+            255,
+            16_383,
+            16_384,
+            usize::MAX >> 1,
+            usize::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_len(&mut out, n);
+            assert!(out.len() <= MAX_LEN_BYTES);
+            let mut rest = &out[..];
+            assert_eq!(take_len(&mut rest), Some(n));
+            assert!(rest.is_empty());
+        }
+        // Truncated input reads as nothing.
+        assert_eq!(take_len(&mut &[0x80u8][..]), None);
     }
 }

@@ -121,7 +121,11 @@ impl Script {
             let script = script.clone();
             async move {
                 script.calls.fetch_add(1, Ordering::SeqCst);
-                let ctx = req.extensions().get::<TryContext>().cloned();
+                let ctx = req
+                    .extensions()
+                    .get::<RouteDecision>()
+                    .and_then(RouteDecision::try_context)
+                    .cloned();
                 let first: SocketAddr = ([127, 0, 0, 1], 80).into();
                 let avoided_first = ctx.as_ref().is_some_and(|c| c.should_avoid(&first));
                 if let Some(ctx) = &ctx {

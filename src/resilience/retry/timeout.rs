@@ -32,7 +32,7 @@ use crate::body::{self, MeshBody};
 use crate::error::{BoxError, Error, is_grpc_request};
 use crate::route::RouteDecision;
 
-/// Put in a request's extensions by [`TimeoutService`] when the call has a deadline; set when
+/// Put in a request's [`RouteDecision`] by [`TimeoutService`] when the call has a deadline; set when
 /// the deadline passes, just before the call is dropped. The upstream sender reads it when
 /// its try is dropped before the response headers: a try abandoned by the route timeout
 /// counts against its endpoint in outlier detection (a try dropped because the caller went
@@ -77,15 +77,20 @@ pub struct TimeoutService<S> {
 }
 
 /// The timeout that applies to `req`: the route's `timeout` capped by a gRPC request's
-/// `grpc-timeout`; `None` when neither is set.
+/// `grpc-timeout`; `None` when neither is set. Whether the request is a gRPC request is its
+/// [`RouteDecision`]'s [`is_grpc`](RouteDecision::is_grpc) when it has one (as routed), else
+/// read from its headers.
 pub fn effective_timeout<B>(req: &Request<B>) -> Option<Duration> {
-    let route = req
-        .extensions()
-        .get::<RouteDecision>()
+    let decision = req.extensions().get::<RouteDecision>();
+    let route = decision
         .and_then(|d| d.route())
         .and_then(|r| r.timeout())
         .filter(|t| !t.is_zero());
-    let grpc = if is_grpc_request(req.headers()) {
+    let is_grpc = match decision {
+        Some(d) => d.is_grpc(),
+        None => is_grpc_request(req.headers()),
+    };
+    let grpc = if is_grpc {
         // `grpc-timeout: 0` means no deadline, as in Envoy.
         grpc_timeout(req.headers()).filter(|t| !t.is_zero())
     } else {
@@ -132,9 +137,13 @@ where
 
     fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
         let timeout = effective_timeout(&req);
+        // The mark rides in the routing decision (what the upstream sender reads), not as
+        // an extension of its own. (Without a decision nothing below reads it.)
         let expiry = timeout.map(|_| {
             let expiry = RouteTimeoutExpiry::default();
-            req.extensions_mut().insert(expiry.clone());
+            if let Some(d) = req.extensions_mut().get_mut::<RouteDecision>() {
+                d.set_timeout_expiry(expiry.clone());
+            }
             expiry
         });
         TimeoutFuture {
