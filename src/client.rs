@@ -364,19 +364,30 @@ impl Service<Request<MeshBody>> for Upstream {
                 let ejected = |a: &SocketAddr| view.as_ref().is_some_and(|v| v.is_excluded(a));
                 let panic = view.as_ref().is_some_and(|v| v.panic());
                 let tried = |a: &SocketAddr| tries.as_ref().is_some_and(|t| t.was_tried(a));
-                let mut ctx = PickContext::new(now)
-                    .request(&req)
-                    .avoid(&avoid)
-                    .ejected(&ejected, panic);
-                if tries
-                    .as_ref()
-                    .is_some_and(|t| t.is_retry() && t.retry_remote_localities())
-                {
-                    ctx = ctx.tried_remote(&tried);
-                }
-                let pick = cluster
-                    .balancer()
-                    .pick(&cluster.state().lb, &endpoints, &ctx);
+                // Built in place (not through the builder: each step would copy it). Only a
+                // retry avoids earlier endpoints, and only outlier detection ejects: a first
+                // try without it lets the balancer skip asking about each endpoint.
+                let retry = tries.as_ref().is_some_and(TryContext::is_retry);
+                let ctx = PickContext {
+                    now,
+                    headers: Some(req.headers()),
+                    query: req.uri().query(),
+                    source_ip: None,
+                    avoid: retry.then_some(&avoid as _),
+                    ejected: view.is_some().then_some(&ejected as _),
+                    panic,
+                    tried_remote: (retry
+                        && tries
+                            .as_ref()
+                            .is_some_and(TryContext::retry_remote_localities))
+                    .then_some(&tried as _),
+                };
+                // The pick also marks the request in flight to its endpoint (least request)
+                // until the response body ends.
+                let (pick, in_flight) =
+                    cluster
+                        .balancer()
+                        .pick_started(&cluster.state().lb, &endpoints, &ctx);
                 let (index, set_cookie) = match pick {
                     Pick::Endpoint { index, set_cookie } => (index, set_cookie),
                     Pick::None => {
@@ -403,7 +414,6 @@ impl Service<Request<MeshBody>> for Upstream {
                     t.record(addr);
                 }
                 cluster.state().record_request();
-                let in_flight = cluster.state().lb.start(addr);
                 let protocol = cluster.protocol_for(req.version());
                 set_version(&mut req, protocol);
                 let https = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
@@ -421,10 +431,7 @@ impl Service<Request<MeshBody>> for Upstream {
                 let settings = cluster.tls_cache.1.get_or_init(|| pool_settings(&cluster));
                 let pool = pools.get_cached(cluster.state().pool_cache(), &key, settings);
                 // Held by the pool's response body until it ends: one wrapper for all.
-                let guards = BodyGuards {
-                    request,
-                    in_flight: Some(in_flight),
-                };
+                let guards = BodyGuards { request, in_flight };
                 // Only outlier detection reports events after the response.
                 let events = policy
                     .outlier_detection
