@@ -422,14 +422,13 @@ impl Service<Request<MeshBody>> for Upstream {
                     Ok(tls) => tls,
                     Err(err) => return Box::pin(async move { Err(err) }),
                 };
-                let key = PoolKey {
-                    addr,
-                    tls,
-                    protocol,
-                    cluster: Some(cluster.key().clone()),
-                };
                 let settings = cluster.tls_cache.1.get_or_init(|| pool_settings(&cluster));
-                let pool = pools.get_cached(cluster.state().pool_cache(), &key, settings);
+                let pool = pools.get_cached(
+                    cluster.state().pool_cache(),
+                    (addr, tls, protocol),
+                    cluster.key(),
+                    settings,
+                );
                 // Held by the pool's response body until it ends: one wrapper for all.
                 let guards = BodyGuards { request, in_flight };
                 // Only outlier detection reports events after the response.
@@ -455,7 +454,7 @@ impl Service<Request<MeshBody>> for Upstream {
                 // Made here, not in the future: the future then holds the send only, not the
                 // request and the send.
                 Box::pin(Sent {
-                    send: pool.send_guarded(req, guards, replay),
+                    send: pool.send_guarded(req, guards, replay, now),
                     after: Some(AfterSend {
                         abandoned,
                         cluster,
