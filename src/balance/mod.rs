@@ -575,6 +575,27 @@ impl Balancer {
         // endpoint, with the same draws and the same answer as if every endpoint were let
         // through.
         if level.is_none() && (ctx.panic || ctx.ejected.is_none()) && ctx.avoid.is_none() {
+            if hash.is_none() && topo.endpoints.len() == 1 {
+                // One endpoint: it, after the draws the algorithm would make (so that the
+                // choices that follow stay those of the general path).
+                match self.algorithm {
+                    Algorithm::RoundRobin => {
+                        state.next_slot();
+                    }
+                    Algorithm::LeastRequest => {
+                        state.random();
+                        state.random();
+                    }
+                    Algorithm::Random | Algorithm::ConsistentHash(_) => {
+                        state.random();
+                    }
+                    Algorithm::Passthrough => return Pick::Passthrough,
+                }
+                return Pick::Endpoint {
+                    index: 0,
+                    set_cookie,
+                };
+            }
             return match self.choose(state, topo, ctx, hash, None) {
                 Some(index) => Pick::Endpoint { index, set_cookie },
                 None => Pick::None,
