@@ -596,7 +596,26 @@ impl Inner {
         now: Instant,
     ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send + 'static {
         async move {
-            let mut conn = match self.checkout(prepared.authority_of(), now).await? {
+            // The common case here: an idle connection, ready. The rest of checking out
+            // (connecting, waiting in line) is boxed, its future kept out of every request's.
+            let checked = match self.idle_conn(now) {
+                Some(mut conn) => {
+                    if conn.tx.ready().await.is_ok() {
+                        Checkout::H1(conn)
+                    } else {
+                        // Closed while idle: its slot (and budget place) opens a fresh
+                        // connection.
+                        let H1Conn {
+                            tx, slot, budget, ..
+                        } = conn;
+                        drop(tx);
+                        let authority = prepared.authority_of().get();
+                        Box::pin(self.connect_h1(slot, budget, authority.as_ref())).await?
+                    }
+                }
+                None => Box::pin(self.checkout(prepared.authority_of(), now)).await?,
+            };
+            let mut conn = match checked {
                 Checkout::H1(conn) => conn,
                 Checkout::H2 => {
                     // An ALPN pool just learnt that the endpoint speaks h2.
@@ -744,6 +763,18 @@ impl Inner {
             drop(tx);
             return Box::pin(self.connect_h1(slot, budget, authority.get().as_ref())).await;
         }
+    }
+
+    /// The most recently used idle connection that is open and not past `idle_timeout` at
+    /// `now`, if any (the others found on the way are closed).
+    fn idle_conn(&self, now: Instant) -> Option<H1Conn> {
+        let mut discard = Vec::new();
+        let conn = {
+            let mut st = lock(&self.h1);
+            self.take_idle(&mut st, &mut discard, now)
+        };
+        drop(discard); // outside the lock: dropping a connection frees its slot
+        conn
     }
 
     fn take_idle(

@@ -211,6 +211,19 @@ struct CachedPool {
     pool: std::sync::Weak<Pool>,
 }
 
+/// `a == b`, by pointer first (a cluster's pools keep the key's strings they were made
+/// with).
+fn same_cluster(a: &crate::snapshot::ClusterKey, b: &crate::snapshot::ClusterKey) -> bool {
+    let same = |x: &Arc<str>, y: &Arc<str>| Arc::ptr_eq(x, y) || x == y;
+    a.port == b.port
+        && same(&a.host, &b.host)
+        && match (&a.subset, &b.subset) {
+            (None, None) => true,
+            (Some(x), Some(y)) => same(x, y),
+            _ => false,
+        }
+}
+
 /// The registry of [`Pool`]s, one per [`PoolKey`], sharing one [`Connect`].
 ///
 /// Cheap to clone (an `Arc` inside). Pools survive config reloads: a reload calls
@@ -295,7 +308,11 @@ impl Pools {
                 .and_then(|e| e.pool.upgrade())
                 && !pool.is_retired()
                 && pool.key().tls == tls
-                && pool.key().cluster.as_ref() == Some(cluster)
+                && pool
+                    .key()
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| same_cluster(c, cluster))
                 && pool.settings() == settings
             {
                 return pool;
