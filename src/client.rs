@@ -377,19 +377,30 @@ impl Service<Request<MeshBody>> for Upstream {
                 let ejected = |a: &SocketAddr| view.as_ref().is_some_and(|v| v.is_excluded(a));
                 let panic = view.as_ref().is_some_and(|v| v.panic());
                 let tried = |a: &SocketAddr| tries.as_ref().is_some_and(|t| t.was_tried(a));
-                let mut ctx = PickContext::new(now)
-                    .request(&req)
-                    .avoid(&avoid)
-                    .ejected(&ejected, panic);
-                if tries
-                    .as_ref()
-                    .is_some_and(|t| t.is_retry() && t.retry_remote_localities())
-                {
-                    ctx = ctx.tried_remote(&tried);
-                }
-                let pick = cluster
-                    .balancer()
-                    .pick(&cluster.state().lb, &endpoints, &ctx);
+                // Built in place (not through the builder: each step would copy it). Only a
+                // retry avoids earlier endpoints, and only outlier detection ejects: a first
+                // try without it lets the balancer skip asking about each endpoint.
+                let retry = tries.as_ref().is_some_and(TryContext::is_retry);
+                let ctx = PickContext {
+                    now,
+                    headers: Some(req.headers()),
+                    query: req.uri().query(),
+                    source_ip: None,
+                    avoid: retry.then_some(&avoid as _),
+                    ejected: view.is_some().then_some(&ejected as _),
+                    panic,
+                    tried_remote: (retry
+                        && tries
+                            .as_ref()
+                            .is_some_and(TryContext::retry_remote_localities))
+                    .then_some(&tried as _),
+                };
+                // The pick also marks the request in flight to its endpoint (least request)
+                // until the response body ends.
+                let (pick, in_flight) =
+                    cluster
+                        .balancer()
+                        .pick_started(&cluster.state().lb, &endpoints, &ctx);
                 let (index, set_cookie) = match pick {
                     Pick::Endpoint { index, set_cookie } => (index, set_cookie),
                     Pick::None => {
@@ -416,7 +427,6 @@ impl Service<Request<MeshBody>> for Upstream {
                     t.record(addr);
                 }
                 cluster.state().record_request();
-                let in_flight = cluster.state().lb.start(addr);
                 let protocol = cluster.protocol_for(req.version());
                 set_version(&mut req, protocol);
                 let https = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
@@ -425,39 +435,27 @@ impl Service<Request<MeshBody>> for Upstream {
                     Ok(tls) => tls,
                     Err(err) => return Box::pin(async move { Err(err) }),
                 };
-                let key = PoolKey {
-                    addr,
-                    tls,
-                    protocol,
-                    cluster: Some(cluster.key().clone()),
-                };
                 let settings = cluster.tls_cache.1.get_or_init(|| pool_settings(&cluster));
-                let pool = pools.get_cached(cluster.state().pool_cache(), &key, settings);
+                let pool = pools.get_cached(
+                    cluster.state().pool_cache(),
+                    (addr, tls, protocol),
+                    cluster.key(),
+                    settings,
+                );
                 // Held by the pool's response body until it ends: one wrapper for all.
-                let guards = BodyGuards {
-                    request,
-                    in_flight: Some(in_flight),
-                };
+                let guards = BodyGuards { request, in_flight };
                 // Only outlier detection reports events after the response.
                 let events = policy
                     .outlier_detection
                     .is_some()
                     .then(|| self.shared.events.clone());
                 // A try the route timeout abandons before its response headers counts as a
-                // local-origin timeout for outlier detection (the guard sees it dropped).
-                let abandoned = events.as_ref().and_then(|events| {
-                    let expiry = req
-                        .extensions()
+                // local-origin timeout for outlier detection (`AfterSend` sees it dropped).
+                let abandon = events.as_ref().and_then(|_| {
+                    req.extensions()
                         .get::<RouteDecision>()?
-                        .timeout_expiry()?
-                        .clone();
-                    Some(AbandonGuard {
-                        expiry,
-                        cluster: cluster.clone(),
-                        addr,
-                        events: events.clone(),
-                        armed: true,
-                    })
+                        .timeout_expiry()
+                        .cloned()
                 });
                 // What the pool replays a request from after a stale connection, if the retry
                 // layer keeps a copy of it.
@@ -465,14 +463,15 @@ impl Service<Request<MeshBody>> for Upstream {
                 // Made here, not in the future: the future then holds the send only, not the
                 // request and the send.
                 Box::pin(Sent {
-                    send: pool.send_guarded(req, guards, replay),
+                    send: pool.send_guarded(req, guards, replay, now),
                     after: Some(AfterSend {
-                        abandoned,
+                        abandon,
                         cluster,
                         events,
                         endpoints,
                         addr,
-                        set_cookie,
+                        // Boxed: rare, and the future stays small without it.
+                        set_cookie: set_cookie.map(Box::new),
                     }),
                 })
             }
@@ -494,51 +493,74 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// What an [`Upstream`] send does once the pool answered: disarm the abandon guard, report
-/// the outcome to outlier detection, add the consistent-hash cookie.
+/// What an [`Upstream`] send does once the pool answered: report the outcome to outlier
+/// detection, add the consistent-hash cookie.
+///
+/// Until then it is the try's abandon guard: dropped unanswered (the pool's send with it)
+/// after the route timeout expired (the timeout layer drops the call), it reports a
+/// local-origin timeout for the endpoint to outlier detection, as Envoy's router does.
+/// Dropped unanswered for any other reason (the caller went away), it reports nothing.
 struct AfterSend {
-    abandoned: Option<AbandonGuard>,
+    /// The route timeout's expiry, while the try waits for its answer (outlier detection
+    /// only).
+    abandon: Option<RouteTimeoutExpiry>,
     cluster: Arc<Cluster>,
     /// The mesh's events, when the cluster has outlier detection.
     events: Option<broadcast::Sender<MeshEvent>>,
     endpoints: Arc<[crate::registry::Endpoint]>,
     addr: SocketAddr,
-    set_cookie: Option<crate::balance::SetCookie>,
+    set_cookie: Option<Box<crate::balance::SetCookie>>,
 }
 
 impl AfterSend {
     fn finish(
-        self,
+        &mut self,
         result: Result<Response<MeshBody>, Error>,
     ) -> Result<Response<MeshBody>, Error> {
-        let AfterSend {
-            abandoned,
-            cluster,
-            events,
-            endpoints,
-            addr,
-            set_cookie,
-        } = self;
-        if let Some(guard) = abandoned {
-            guard.disarm();
-        }
+        // Answered: nothing to report on drop.
+        self.abandon = None;
+        let cluster = &self.cluster;
         if let Some(od) = &cluster.policy().outlier_detection
-            && let Some(events) = &events
+            && let Some(events) = &self.events
             && let Some(outcome) = Outcome::of_result(&result)
         {
-            let events_out =
-                cluster
-                    .state()
-                    .outlier
-                    .record(addr, outcome, od, &endpoints, Instant::now());
+            let events_out = cluster.state().outlier.record(
+                self.addr,
+                outcome,
+                od,
+                &self.endpoints,
+                Instant::now(),
+            );
             send_outlier_events(events, cluster.key(), events_out);
         }
         let mut resp = result?;
-        if let Some(cookie) = set_cookie {
+        if let Some(cookie) = self.set_cookie.take() {
             resp.headers_mut()
                 .append(http::header::SET_COOKIE, cookie.header);
         }
         Ok(resp)
+    }
+}
+
+impl Drop for AfterSend {
+    fn drop(&mut self) {
+        let Some(expiry) = &self.abandon else { return };
+        if !expiry.expired() {
+            return;
+        }
+        let (Some(od), Some(events)) = (&self.cluster.policy().outlier_detection, &self.events)
+        else {
+            return;
+        };
+        let endpoints = self.cluster.endpoints().load();
+        let reported = self.cluster.state().outlier.record(
+            self.addr,
+            Outcome::LocalOrigin(LocalFailure::Timeout),
+            od,
+            &endpoints,
+            Instant::now(),
+        );
+        send_outlier_events(events, self.cluster.key(), reported);
     }
 }
 
@@ -552,7 +574,7 @@ where
         let this = self.project();
         let result = std::task::ready!(this.send.poll(cx));
         Poll::Ready(match this.after.take() {
-            Some(after) => after.finish(result),
+            Some(mut after) => after.finish(result),
             // Polled again after its answer (a contract breach): the pool's answer as it is.
             None => result,
         })
@@ -671,45 +693,6 @@ fn compute_upstream_tls(
         None => None,
     };
     Ok(originate.map_or(TlsPolicy::Plaintext, |o| TlsPolicy::Tls(Arc::new(o))))
-}
-
-/// Held by an upstream try while it waits for its response headers: dropped armed after the
-/// route timeout expired (the timeout layer drops the call), it reports a local-origin
-/// timeout for the endpoint to outlier detection, as Envoy's router does. Dropped armed for
-/// any other reason (the caller went away), it reports nothing.
-struct AbandonGuard {
-    expiry: RouteTimeoutExpiry,
-    cluster: Arc<Cluster>,
-    addr: SocketAddr,
-    events: broadcast::Sender<MeshEvent>,
-    armed: bool,
-}
-
-impl AbandonGuard {
-    /// The try got its answer: nothing to report on drop.
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for AbandonGuard {
-    fn drop(&mut self) {
-        if !self.armed || !self.expiry.expired() {
-            return;
-        }
-        let Some(od) = &self.cluster.policy().outlier_detection else {
-            return;
-        };
-        let endpoints = self.cluster.endpoints().load();
-        let events = self.cluster.state().outlier.record(
-            self.addr,
-            Outcome::LocalOrigin(LocalFailure::Timeout),
-            od,
-            &endpoints,
-            Instant::now(),
-        );
-        send_outlier_events(&self.events, self.cluster.key(), events);
-    }
 }
 
 /// Logs outlier-detection events and sends them as [`MeshEvent`]s.

@@ -483,16 +483,51 @@ impl Balancer {
         endpoints: &Arc<[Endpoint]>,
         ctx: &PickContext<'_>,
     ) -> Pick {
+        self.pick_in(state, endpoints, ctx, false).0
+    }
+
+    /// [`pick`](Self::pick), and for a [`Pick::Endpoint`] the request marked in flight to it
+    /// ([`LbState::start`] at `ctx.now`) from the topology the pick used: one look-up of
+    /// the state for both.
+    pub(crate) fn pick_started(
+        &self,
+        state: &LbState,
+        endpoints: &Arc<[Endpoint]>,
+        ctx: &PickContext<'_>,
+    ) -> (Pick, Option<InFlightGuard>) {
+        self.pick_in(state, endpoints, ctx, true)
+    }
+
+    fn pick_in(
+        &self,
+        state: &LbState,
+        endpoints: &Arc<[Endpoint]>,
+        ctx: &PickContext<'_>,
+        start: bool,
+    ) -> (Pick, Option<InFlightGuard>) {
         if matches!(self.algorithm, Algorithm::Passthrough) {
-            return Pick::Passthrough;
+            return (Pick::Passthrough, None);
         }
         if endpoints.is_empty() {
-            return Pick::None;
+            return (Pick::None, None);
         }
         let topo_ref = state.topology(endpoints, &self.key, ctx.now);
         let Some(topo) = topo_ref.get() else {
-            return Pick::None;
+            return (Pick::None, None);
         };
+        let pick = self.pick_from(state, topo, ctx);
+        let started = match (&pick, start) {
+            (Pick::Endpoint { index, .. }, true) => topo
+                .endpoints
+                .get(*index)
+                .map(|e| state::start_in(topo, e.addr, ctx.now)),
+            _ => None,
+        };
+        (pick, started)
+    }
+
+    /// The pick among `topo`'s endpoints.
+    fn pick_from(&self, state: &LbState, topo: &Topology, ctx: &PickContext<'_>) -> Pick {
         let (hash, set_cookie) = match &self.algorithm {
             Algorithm::ConsistentHash(h) => h.hash(state, ctx),
             _ => (None, None),
@@ -536,33 +571,69 @@ impl Balancer {
                 }
             }
         };
+        // Nothing to exclude (the common case): the algorithm runs without asking about each
+        // endpoint, with the same draws and the same answer as if every endpoint were let
+        // through.
+        if level.is_none() && (ctx.panic || ctx.ejected.is_none()) && ctx.avoid.is_none() {
+            if hash.is_none() && topo.endpoints.len() == 1 {
+                // One endpoint: it, after the draws the algorithm would make (so that the
+                // choices that follow stay those of the general path).
+                match self.algorithm {
+                    Algorithm::RoundRobin => {
+                        state.next_slot();
+                    }
+                    Algorithm::LeastRequest => {
+                        state.random();
+                        state.random();
+                    }
+                    Algorithm::Random | Algorithm::ConsistentHash(_) => {
+                        state.random();
+                    }
+                    Algorithm::Passthrough => return Pick::Passthrough,
+                }
+                return Pick::Endpoint {
+                    index: 0,
+                    set_cookie,
+                };
+            }
+            return match self.choose(state, topo, ctx, hash, None) {
+                Some(index) => Pick::Endpoint { index, set_cookie },
+                None => Pick::None,
+            };
+        }
         let allowed = |i: usize| {
             !ejected(i)
                 && level.is_none_or(|(view, l)| view.priority.get(i).copied().flatten() == Some(l))
         };
         let fresh = |i: usize| allowed(i) && !ctx.avoid.is_some_and(|f| addr(i).is_some_and(f));
-        let choice = self.choose(state, topo, ctx, hash, &fresh).or_else(|| {
-            ctx.avoid
-                .is_some()
-                .then(|| self.choose(state, topo, ctx, hash, &allowed))
-                .flatten()
-        });
+        let choice = self
+            .choose(state, topo, ctx, hash, Some(&fresh))
+            .or_else(|| {
+                ctx.avoid
+                    .is_some()
+                    .then(|| self.choose(state, topo, ctx, hash, Some(&allowed)))
+                    .flatten()
+            });
         match choice {
             Some(index) => Pick::Endpoint { index, set_cookie },
             None => Pick::None,
         }
     }
 
-    /// The endpoint the algorithm chooses among those `accept` lets through.
+    /// The endpoint the algorithm chooses among those `accept` lets through (`None`: all of
+    /// them).
     fn choose(
         &self,
         state: &LbState,
         topo: &Topology,
         ctx: &PickContext<'_>,
         hash: Option<u64>,
-        accept: &dyn Fn(usize) -> bool,
+        accept: Option<&dyn Fn(usize) -> bool>,
     ) -> Option<usize> {
+        let all = |_: usize| true;
+        let accept_all: &dyn Fn(usize) -> bool = &all;
         if let Some(h) = hash {
+            let accept = accept.unwrap_or(accept_all);
             return match &topo.table {
                 Some(Table::Ring(r)) => r.find(h, accept),
                 Some(Table::Maglev(m)) => m.find(h, accept),
@@ -588,6 +659,9 @@ impl Balancer {
         match self.algorithm {
             Algorithm::RoundRobin => {
                 if !reweighted {
+                    let Some(accept) = accept else {
+                        return Some(topo.rr_slot(state.next_slot()));
+                    };
                     for _ in 0..FAST_TRIES {
                         let i = topo.rr_slot(state.next_slot());
                         if accept(i) {
@@ -595,12 +669,12 @@ impl Balancer {
                         }
                     }
                 }
-                let c = Candidates::collect(topo, accept, &weight);
+                let c = Candidates::collect(topo, accept.unwrap_or(accept_all), &weight);
                 c.round_robin(state.next_slot())
             }
             Algorithm::LeastRequest => {
                 let (a, b) = if reweighted {
-                    let c = Candidates::collect(topo, accept, &weight);
+                    let c = Candidates::collect(topo, accept.unwrap_or(accept_all), &weight);
                     (c.random(state)?, c.random(state)?)
                 } else {
                     match (
@@ -609,11 +683,15 @@ impl Balancer {
                     ) {
                         (Some(a), Some(b)) => (a, b),
                         _ => {
-                            let c = Candidates::collect(topo, accept, &weight);
+                            let c =
+                                Candidates::collect(topo, accept.unwrap_or(accept_all), &weight);
                             (c.random(state)?, c.random(state)?)
                         }
                     }
                 };
+                if a == b {
+                    return Some(a);
+                }
                 // Fewer requests in flight per unit of weight; ties to the first.
                 let cost = |i: usize| f64::from(topo.load(i)) / weight(i).max(f64::MIN_POSITIVE);
                 Some(if cost(b) < cost(a) { b } else { a })
@@ -622,7 +700,7 @@ impl Balancer {
                 if !reweighted && let Some(i) = fast_random(state, topo, accept) {
                     return Some(i);
                 }
-                Candidates::collect(topo, accept, &weight).random(state)
+                Candidates::collect(topo, accept.unwrap_or(accept_all), &weight).random(state)
             }
             Algorithm::Passthrough => None,
         }
@@ -630,15 +708,25 @@ impl Balancer {
 }
 
 /// A weighted random endpoint of the whole set (static weights), retried while `accept`
-/// refuses it, up to [`FAST_TRIES`] times.
-fn fast_random(state: &LbState, topo: &Topology, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+/// refuses it, up to [`FAST_TRIES`] times (`None`: every endpoint is accepted).
+fn fast_random(
+    state: &LbState,
+    topo: &Topology,
+    accept: Option<&dyn Fn(usize) -> bool>,
+) -> Option<usize> {
     let n = topo.endpoints.len() as u64;
-    for _ in 0..FAST_TRIES {
-        let i = if topo.uniform {
+    let draw = || {
+        if topo.uniform {
             state.below(n) as usize
         } else {
             topo.at_weight(state.below(topo.total_weight()))
-        };
+        }
+    };
+    let Some(accept) = accept else {
+        return Some(draw());
+    };
+    for _ in 0..FAST_TRIES {
+        let i = draw();
         if accept(i) {
             return Some(i);
         }

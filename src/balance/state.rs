@@ -188,6 +188,18 @@ impl Topology {
     }
 }
 
+/// [`LbState::start_at`] with the state's topology at hand.
+pub(crate) fn start_in(topo: &Topology, addr: SocketAddr, now: Instant) -> InFlightGuard {
+    let counter = topo
+        .position(&addr)
+        .and_then(|i| topo.in_flight.get(i).cloned())
+        .map(|c| {
+            c.in_flight.fetch_add(1, Ordering::Relaxed);
+            (c, now)
+        });
+    InFlightGuard { counter }
+}
+
 /// The golden-ratio point of slot `c` in `0..total` (a low-discrepancy sequence).
 pub(crate) fn golden(c: u64, total: u64) -> u64 {
     let frac = c.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -284,15 +296,15 @@ impl LbState {
     /// dropped. Hold it until the response body ends. An address the state does not know (no
     /// pick made on its endpoint set yet) gets a guard that counts nothing.
     pub fn start(&self, addr: SocketAddr) -> InFlightGuard {
-        let counter = self.topology.load().as_ref().and_then(|t| {
-            let i = t.position(&addr)?;
-            t.in_flight.get(i).cloned()
-        });
-        let counter = counter.map(|c| {
-            c.in_flight.fetch_add(1, Ordering::Relaxed);
-            (c, Instant::now())
-        });
-        InFlightGuard { counter }
+        self.start_at(addr, Instant::now())
+    }
+
+    /// [`start`](Self::start) for a request picked at `now` (the clock read once per request).
+    pub(crate) fn start_at(&self, addr: SocketAddr, now: Instant) -> InFlightGuard {
+        match self.topology.load().as_ref() {
+            Some(t) => start_in(t, addr, now),
+            None => InFlightGuard { counter: None },
+        }
     }
 
     /// The latency estimate of `addr`: an exponentially weighted moving average (α = 1/8, as
@@ -381,6 +393,17 @@ impl TopologyRef {
 pub struct InFlightGuard {
     /// The endpoint's counters and when the request started.
     counter: Option<(Arc<EndpointLoad>, Instant)>,
+}
+
+impl InFlightGuard {
+    /// Ends the request at `now` (what dropping the guard does, with the caller's clock
+    /// reading).
+    pub(crate) fn end_at(mut self, now: Instant) {
+        if let Some((c, started)) = self.counter.take() {
+            c.in_flight.fetch_sub(1, Ordering::Relaxed);
+            c.record_latency(now.saturating_duration_since(started));
+        }
+    }
 }
 
 impl Drop for InFlightGuard {

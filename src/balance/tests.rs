@@ -700,3 +700,59 @@ fn latency_ewma_follows_guard_lifetimes_and_survives_set_changes() {
     let _ = b.pick(&st, &e2, &PickContext::new(now));
     assert_eq!(st.latency_ewma(e[0].addr), Some(second));
 }
+
+/// A pick with nothing to exclude (no `avoid`, no `ejected`, or panic mode) skips asking
+/// about each endpoint: the same endpoints, in the same order, as with callbacks that let
+/// every endpoint through, for every algorithm and with one endpoint or several.
+#[test]
+fn picks_without_exclusions_match_picks_with_callbacks_that_exclude_nothing() {
+    let now = Instant::now();
+    let none = |_: &SocketAddr| false;
+    for s in [
+        SimpleLb::RoundRobin,
+        SimpleLb::Random,
+        SimpleLb::LeastRequest,
+    ] {
+        let b = Balancer::new(Some(&simple(s)));
+        for weights in [&[1][..], &[1, 1][..], &[1, 2, 3][..]] {
+            let e = eps(weights);
+            let (open, asking) = (LbState::with_seed(9), LbState::with_seed(9));
+            // Some load, so that least request compares (after a first pick: the states
+            // know the set).
+            let first = PickContext::new(now);
+            assert_eq!(b.pick(&open, &e, &first), b.pick(&asking, &e, &first));
+            let _held = open.start(e[0].addr);
+            let _held2 = asking.start(e[0].addr);
+            for k in 0..200 {
+                let plain = PickContext::new(now);
+                let with = PickContext::new(now)
+                    .avoid(&none)
+                    .ejected(&none, k % 2 == 0);
+                let (p, _g) = b.pick_started(&open, &e, &plain);
+                let (q, _h) = b.pick_started(&asking, &e, &with);
+                assert_eq!(p, q, "{s:?} {weights:?} pick {k}");
+            }
+        }
+    }
+}
+
+/// `pick_started` marks the request in flight to the endpoint it picked, until the guard
+/// is dropped; no pick, no guard.
+#[test]
+fn pick_started_counts_the_picked_endpoint_in_flight() {
+    let now = Instant::now();
+    let b = Balancer::new(Some(&simple(SimpleLb::RoundRobin)));
+    let st = LbState::with_seed(1);
+    let e = eps(&[1, 1]);
+    let (p, guard) = b.pick_started(&st, &e, &PickContext::new(now));
+    let i = idx(&p);
+    assert_eq!(st.in_flight(e[i].addr), 1);
+    assert_eq!(st.in_flight(e[1 - i].addr), 0);
+    drop(guard);
+    assert_eq!(st.in_flight(e[i].addr), 0);
+    assert!(st.latency_ewma(e[i].addr).is_some());
+    let all = |_: &SocketAddr| true;
+    let (p, guard) = b.pick_started(&st, &e, &PickContext::new(now).ejected(&all, false));
+    assert_eq!(p, Pick::None);
+    assert!(guard.is_none());
+}

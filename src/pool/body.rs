@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -12,6 +13,7 @@ use hyper::body::Incoming;
 
 use super::client::{H1Conn, Inner};
 use crate::body::BodyGuards;
+use crate::error::BoxError;
 
 /// Counts a request in [`PoolStats::in_flight`](super::PoolStats::in_flight) from `send`
 /// until its response body ends or is dropped.
@@ -59,37 +61,53 @@ impl PooledBody {
         this
     }
 
-    /// The body is over: a clean end gives the connection back, an error closes it.
+    /// The body is over: a clean end gives the connection back, an error closes it. One
+    /// clock reading serves the connection's idle mark and the endpoint's latency sample.
     fn finish(&mut self, clean: bool) {
-        let guard = self.guard.take();
+        let mut guard = self.guard.take();
+        let now = Instant::now();
         if let Some(conn) = self.conn.take() {
             if clean && let Some(guard) = &guard {
-                guard.inner.release(conn);
+                guard.inner.release(conn, now);
             } else {
                 drop(conn);
             }
+        }
+        if let Some(in_flight) = guard.as_mut().and_then(|g| g._extra.in_flight.take()) {
+            in_flight.end_at(now);
         }
         drop(guard);
     }
 }
 
+/// The error is hyper's, boxed here (only when there is one): the body is boxed as a
+/// [`MeshBody`](crate::body::MeshBody) without a `MapErr` layer in between.
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.finish(true),
-            Poll::Ready(Some(Err(_))) => this.finish(false),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(true),
-            _ => {}
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(err))) => {
+                this.finish(false);
+                Poll::Ready(Some(Err(err.into())))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.body.is_end_stream() {
+                    this.finish(true);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

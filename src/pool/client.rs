@@ -22,7 +22,7 @@ use super::connect::{
 };
 use super::reset::upstream_reset;
 use super::{PoolKey, PoolSettings, PoolStats};
-use crate::body::{BodyGuards, MeshBody, boxed};
+use crate::body::{BodyGuards, MeshBody};
 use crate::error::{Error, ResetReason};
 use crate::resilience::retry::TryContext;
 
@@ -100,7 +100,9 @@ struct H1State {
 
 struct IdleConn {
     conn: H1Conn,
-    since: Instant,
+    /// When it goes past `idle_timeout` (`None`: never), set as it goes idle: a check is
+    /// one comparison.
+    expires: Option<Instant>,
 }
 
 /// A place under the connection cap. Dropping an armed slot frees the place (to the first
@@ -197,10 +199,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A request ready for a connection, with what a connect needs to know about it.
 struct Prepared {
     req: Request<MeshBody>,
-    /// The authority the request is for (URI, else `Host`): the connect's server name.
+    /// HTTP/2: the authority the request is for (URI, else `Host`), the connect's server
+    /// name. HTTP/1.1: the authority taken out of an absolute URI; otherwise the URI's or
+    /// the `Host` header's is read only when a connection is opened
+    /// ([`authority_of`](Prepared::authority_of)).
     authority: Option<Authority>,
     /// Where a copy of the request is kept already (HTTP/1.1 replays only).
     replay: Option<TryContext>,
+}
+
+impl Prepared {
+    /// Where a connect for this HTTP/1.1 request finds its server name.
+    fn authority_of(&self) -> AuthorityOf<'_> {
+        AuthorityOf::new(self.authority.as_ref(), &self.req)
+    }
+}
+
+/// The authority an HTTP/1.1 request is for (URI, else `Host`), read only when a connection
+/// is opened: most requests take an idle one.
+#[derive(Clone, Copy)]
+struct AuthorityOf<'a> {
+    uri: Option<&'a Authority>,
+    headers: &'a http::HeaderMap,
+}
+
+impl<'a> AuthorityOf<'a> {
+    /// `taken` (the authority taken out of the request's absolute URI), else the URI's, else
+    /// the `Host` header's.
+    fn new(taken: Option<&'a Authority>, req: &'a Request<MeshBody>) -> Self {
+        AuthorityOf {
+            uri: taken.or_else(|| req.uri().authority()),
+            headers: req.headers(),
+        }
+    }
+
+    fn get(self) -> Option<Authority> {
+        self.uri.cloned().or_else(|| host_authority(self.headers))
+    }
 }
 
 /// A copy of a request head (no body, no extensions).
@@ -346,7 +381,8 @@ impl Pool {
     /// `ConnectionTermination` (`UC`), `RemoteReset` (`UR`) or `ProtocolError` (`UPE`) when the
     /// request fails before the response headers.
     pub async fn send(&self, req: Request<MeshBody>) -> Result<Response<MeshBody>, Error> {
-        self.send_guarded(req, BodyGuards::default(), None).await
+        self.send_guarded(req, BodyGuards::default(), None, Instant::now())
+            .await
     }
 
     /// [`send`](Self::send), the response body also keeping `guards` until it ends or is
@@ -359,11 +395,15 @@ impl Pool {
     /// `replay`: the retry layer's context of this try when it keeps a copy of the request
     /// ([`TryContext::can_replay`]): a stale-connection replay is rebuilt from that copy
     /// rather than from one made here.
+    ///
+    /// `now`: the caller's clock reading for this request (idle connections past
+    /// `idle_timeout` at that time are not used).
     pub(crate) fn send_guarded(
         &self,
         req: Request<MeshBody>,
         guards: BodyGuards,
         replay: Option<TryContext>,
+        now: Instant,
     ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send + 'static {
         let guard = InFlight::new(self.inner.clone(), guards);
         let use_h2 = match self.inner.key.protocol {
@@ -380,7 +420,7 @@ impl Pool {
             let mut prepared = prepare_h1(req);
             prepared.replay = replay;
             OneOf::H1 {
-                fut: self.inner.clone().send_h1(prepared, guard),
+                fut: self.inner.clone().send_h1(prepared, guard, now),
             }
         }
     }
@@ -432,33 +472,30 @@ where
     }
 }
 
-fn prepare_h1(req: Request<MeshBody>) -> Prepared {
-    let (mut parts, body) = req.into_parts();
-    if !parts.headers.contains_key(HOST)
-        && let Some(auth) = parts.uri.authority()
-        && let Ok(value) = HeaderValue::from_str(auth.as_str())
-    {
-        parts.headers.insert(HOST, value);
+/// The request as HTTP/1.1 sends it, changed in place (an origin-form request with its
+/// `Host` header, the common case, is left as it is but for its version).
+fn prepare_h1(mut req: Request<MeshBody>) -> Prepared {
+    let mut authority = None;
+    if let Some(auth) = req.uri().authority() {
+        if !req.headers().contains_key(HOST)
+            && let Ok(value) = HeaderValue::from_str(auth.as_str())
+        {
+            req.headers_mut().insert(HOST, value);
+        }
+        // CONNECT keeps its authority-form; everything else goes origin-form (the URI's
+        // parts moved, not copied).
+        if req.method() != Method::CONNECT {
+            let absolute = std::mem::take(req.uri_mut()).into_parts();
+            let pq = absolute
+                .path_and_query
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(pq);
+            authority = absolute.authority;
+        }
     }
-    // CONNECT keeps its authority-form; everything else goes origin-form (the URI's parts
-    // moved, not copied).
-    let authority = if parts.method != Method::CONNECT && parts.uri.authority().is_some() {
-        let absolute = std::mem::take(&mut parts.uri).into_parts();
-        let pq = absolute
-            .path_and_query
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(pq);
-        absolute.authority
-    } else {
-        parts
-            .uri
-            .authority()
-            .cloned()
-            .or_else(|| host_authority(&parts.headers))
-    };
-    parts.version = Version::HTTP_11;
+    *req.version_mut() = Version::HTTP_11;
     Prepared {
-        req: Request::from_parts(parts, body),
+        req,
         authority,
         replay: None,
     }
@@ -556,9 +593,29 @@ impl Inner {
         self: Arc<Self>,
         prepared: Prepared,
         guard: InFlight,
+        now: Instant,
     ) -> impl Future<Output = Result<Response<MeshBody>, Error>> + Send + 'static {
         async move {
-            let mut conn = match self.checkout(prepared.authority.as_ref()).await? {
+            // The common case here: an idle connection, ready. The rest of checking out
+            // (connecting, waiting in line) is boxed, its future kept out of every request's.
+            let checked = match self.idle_conn(now) {
+                Some(mut conn) => {
+                    if conn.tx.ready().await.is_ok() {
+                        Checkout::H1(conn)
+                    } else {
+                        // Closed while idle: its slot (and budget place) opens a fresh
+                        // connection.
+                        let H1Conn {
+                            tx, slot, budget, ..
+                        } = conn;
+                        drop(tx);
+                        let authority = prepared.authority_of().get();
+                        Box::pin(self.connect_h1(slot, budget, authority.as_ref())).await?
+                    }
+                }
+                None => Box::pin(self.checkout(prepared.authority_of(), now)).await?,
+            };
+            let mut conn = match checked {
                 Checkout::H1(conn) => conn,
                 Checkout::H2 => {
                     // An ALPN pool just learnt that the endpoint speaks h2.
@@ -600,6 +657,9 @@ impl Inner {
         let Some(req) = retry else {
             return Err(upstream_reset(err.error()));
         };
+        // The request's own authority when none was taken out of its URI (the replayed
+        // request is the one first sent, as prepared: the same `Host`).
+        let authority = authority.or_else(|| AuthorityOf::new(None, &req).get());
         tracing::debug!(
             addr = %self.key.addr,
             error = %err.error(),
@@ -642,17 +702,24 @@ impl Inner {
         // A connection that switched protocols (101) belongs to the upgrade, never reused.
         let conn = (parts.status != http::StatusCode::SWITCHING_PROTOCOLS).then_some(conn);
         let body = PooledBody::new(body, conn, guard);
-        Response::from_parts(parts, boxed(body))
+        Response::from_parts(parts, MeshBody::new(body))
     }
 
     /// Takes a connection for one request: an idle one, a new one under the cap, or the
-    /// first to come free.
-    async fn checkout(self: &Arc<Self>, authority: Option<&Authority>) -> Result<Checkout, Error> {
+    /// first to come free. `now`: the clock at the start of the request.
+    async fn checkout(
+        self: &Arc<Self>,
+        authority: AuthorityOf<'_>,
+        now: Instant,
+    ) -> Result<Checkout, Error> {
+        let mut first = Some(now);
         loop {
+            // The caller's reading the first time; a fresh one after waiting in line.
+            let now = first.take().unwrap_or_else(Instant::now);
             let mut discard = Vec::new();
             let got = {
                 let mut st = lock(&self.h1);
-                match self.take_idle(&mut st, &mut discard) {
+                match self.take_idle(&mut st, &mut discard, now) {
                     Some(idle) => Ok(Got::Idle(idle)),
                     None => self.reserve_or_wait(&mut st),
                 }
@@ -661,7 +728,7 @@ impl Inner {
             let conn = match got? {
                 Got::Idle(conn) => conn,
                 Got::Connect(slot, budget) => {
-                    return Box::pin(self.connect_h1(slot, budget, authority)).await;
+                    return Box::pin(self.connect_h1(slot, budget, authority.get().as_ref())).await;
                 }
                 Got::Wait(rx, _pending) => match rx.await {
                     Ok(Handoff::Conn(conn)) => conn,
@@ -672,7 +739,8 @@ impl Inner {
                             .connection_limit
                             .as_ref()
                             .and_then(|l| l.breaker.try_open_connection(&l.limits));
-                        return Box::pin(self.connect_h1(slot, budget, authority)).await;
+                        return Box::pin(self.connect_h1(slot, budget, authority.get().as_ref()))
+                            .await;
                     }
                     Err(_) => continue,
                 },
@@ -693,14 +761,30 @@ impl Inner {
             }
             // Closed while idle: its slot (and budget place) opens a fresh connection.
             drop(tx);
-            return Box::pin(self.connect_h1(slot, budget, authority)).await;
+            return Box::pin(self.connect_h1(slot, budget, authority.get().as_ref())).await;
         }
     }
 
-    fn take_idle(&self, st: &mut H1State, discard: &mut Vec<H1Conn>) -> Option<H1Conn> {
-        let now = Instant::now();
+    /// The most recently used idle connection that is open and not past `idle_timeout` at
+    /// `now`, if any (the others found on the way are closed).
+    fn idle_conn(&self, now: Instant) -> Option<H1Conn> {
+        let mut discard = Vec::new();
+        let conn = {
+            let mut st = lock(&self.h1);
+            self.take_idle(&mut st, &mut discard, now)
+        };
+        drop(discard); // outside the lock: dropping a connection frees its slot
+        conn
+    }
+
+    fn take_idle(
+        &self,
+        st: &mut H1State,
+        discard: &mut Vec<H1Conn>,
+        now: Instant,
+    ) -> Option<H1Conn> {
         while let Some(idle) = st.idle.pop_back() {
-            if idle.conn.tx.is_closed() || self.expired(idle.since, now) {
+            if idle.conn.tx.is_closed() || expired(idle.expires, now) {
                 discard.push(idle.conn);
                 continue;
             }
@@ -756,9 +840,14 @@ impl Inner {
         }
     }
 
-    fn expired(&self, since: Instant, now: Instant) -> bool {
+    /// When a connection going idle at `since` expires (`None`: `idle_timeout` is zero, or
+    /// beyond what an `Instant` can hold: never).
+    fn expiry(&self, since: Instant) -> Option<Instant> {
         let timeout = self.settings.idle_timeout;
-        !timeout.is_zero() && now.saturating_duration_since(since) >= timeout
+        if timeout.is_zero() {
+            return None;
+        }
+        since.checked_add(timeout)
     }
 
     /// Opens an HTTP/1.1 connection in `slot` (or, for an ALPN pool whose connector
@@ -797,8 +886,9 @@ impl Inner {
         }))
     }
 
-    /// A connection whose response body ended: back to a waiter or the idle set, or closed.
-    pub(super) fn release(self: &Arc<Self>, conn: H1Conn) {
+    /// A connection whose response body ended (at `now`): back to a waiter or the idle set,
+    /// or closed.
+    pub(super) fn release(self: &Arc<Self>, conn: H1Conn, now: Instant) {
         let retire = self
             .settings
             .max_requests_per_connection
@@ -812,10 +902,8 @@ impl Inner {
             match offer(&mut st, Handoff::Conn(conn)) {
                 None => None,
                 Some(Handoff::Conn(conn)) => {
-                    st.idle.push_back(IdleConn {
-                        conn,
-                        since: Instant::now(),
-                    });
+                    let expires = self.expiry(now);
+                    st.idle.push_back(IdleConn { conn, expires });
                     None
                 }
                 Some(other) => Some(other),
@@ -836,10 +924,8 @@ impl Inner {
             }
             Some(Handoff::Conn(conn)) => {
                 // Not reachable (we offered a slot), but never drop a connection under the lock.
-                st.idle.push_back(IdleConn {
-                    conn,
-                    since: Instant::now(),
-                });
+                let expires = self.expiry(Instant::now());
+                st.idle.push_back(IdleConn { conn, expires });
             }
         }
     }
@@ -847,7 +933,10 @@ impl Inner {
     /// Closes idle connections past `idle_timeout` (Istio `connectionPool.http.idleTimeout`,
     /// default 1 h; zero disables it) or already closed by the server.
     fn start_reaper(self: &Arc<Self>) {
-        if self.settings.idle_timeout.is_zero() || self.reaper_started.swap(true, Ordering::AcqRel)
+        // A load first: once started (every release but the first), no write to the flag.
+        if self.settings.idle_timeout.is_zero()
+            || self.reaper_started.load(Ordering::Acquire)
+            || self.reaper_started.swap(true, Ordering::AcqRel)
         {
             return;
         }
@@ -867,7 +956,7 @@ impl Inner {
                     let mut st = lock(&inner.h1);
                     let (gone, keep) = std::mem::take(&mut st.idle)
                         .into_iter()
-                        .partition(|i| i.conn.tx.is_closed() || inner.expired(i.since, now));
+                        .partition(|i| i.conn.tx.is_closed() || expired(i.expires, now));
                     st.idle = keep;
                     gone
                 };
@@ -996,7 +1085,12 @@ impl Inner {
 
 fn wrap_h2(resp: Response<hyper::body::Incoming>, guard: InFlight) -> Response<MeshBody> {
     let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, boxed(PooledBody::new(body, None, guard)))
+    Response::from_parts(parts, MeshBody::new(PooledBody::new(body, None, guard)))
+}
+
+/// Whether an idle connection that `expires` then is past its `idle_timeout` at `now`.
+fn expired(expires: Option<Instant>, now: Instant) -> bool {
+    expires.is_some_and(|at| now >= at)
 }
 
 /// Offers `handoff` to the waiters in order; gives it back if none took it.

@@ -211,6 +211,19 @@ struct CachedPool {
     pool: std::sync::Weak<Pool>,
 }
 
+/// `a == b`, by pointer first (a cluster's pools keep the key's strings they were made
+/// with).
+fn same_cluster(a: &crate::snapshot::ClusterKey, b: &crate::snapshot::ClusterKey) -> bool {
+    let same = |x: &Arc<str>, y: &Arc<str>| Arc::ptr_eq(x, y) || x == y;
+    a.port == b.port
+        && same(&a.host, &b.host)
+        && match (&a.subset, &b.subset) {
+            (None, None) => true,
+            (Some(x), Some(y)) => same(x, y),
+            _ => false,
+        }
+}
+
 /// The registry of [`Pool`]s, one per [`PoolKey`], sharing one [`Connect`].
 ///
 /// Cheap to clone (an `Arc` inside). Pools survive config reloads: a reload calls
@@ -274,13 +287,15 @@ impl Pools {
         pool
     }
 
-    /// [`get`](Self::get) through `cache`, a destination's memo of its endpoints' pools: a
-    /// hit (same `Pools`, same key, same settings, pool still held here) takes no lock and
-    /// hashes nothing; a miss falls back to `get` and remembers its answer.
+    /// [`get`](Self::get) of the key of `addr`, `tls`, `protocol` and `cluster`, through
+    /// `cache`, a destination's memo of its endpoints' pools: a hit (same `Pools`, same key,
+    /// same settings, pool still held here) takes no lock, hashes nothing and builds no key;
+    /// a miss falls back to `get` and remembers its answer.
     pub(crate) fn get_cached(
         &self,
         cache: &PoolCache,
-        key: &PoolKey,
+        (addr, tls, protocol): (SocketAddr, TlsPolicy, UpstreamProtocol),
+        cluster: &crate::snapshot::ClusterKey,
         settings: &PoolSettings,
     ) -> Arc<Pool> {
         let owner = Arc::as_ptr(&self.inner);
@@ -288,16 +303,27 @@ impl Pools {
             let entries = cache.entries.load();
             if let Some(pool) = entries
                 .iter()
-                .find(|e| e.addr == key.addr && e.protocol == key.protocol)
+                .find(|e| e.addr == addr && e.protocol == protocol)
                 .filter(|e| std::ptr::eq(e.owner.as_ptr(), owner))
                 .and_then(|e| e.pool.upgrade())
                 && !pool.is_retired()
-                && pool.key() == key
+                && pool.key().tls == tls
+                && pool
+                    .key()
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| same_cluster(c, cluster))
                 && pool.settings() == settings
             {
                 return pool;
             }
         }
+        let key = &PoolKey {
+            addr,
+            tls,
+            protocol,
+            cluster: Some(cluster.clone()),
+        };
         let pool = self.get(key, settings);
         let entry = CachedPool {
             owner: Arc::downgrade(&self.inner),

@@ -809,36 +809,43 @@ async fn waiting_beyond_the_pending_limit_is_an_overflow() {
 fn the_pool_cache_follows_the_registry() {
     let pools = super::Pools::default();
     let cache = super::PoolCache::default();
+    let cluster = crate::snapshot::ClusterKey::new("a.test", None, 80);
     let key = super::PoolKey {
         addr: SocketAddr::from(([127, 0, 0, 1], 9)),
         tls: super::TlsPolicy::Plaintext,
         protocol: super::UpstreamProtocol::Http1,
-        cluster: None,
+        cluster: Some(cluster.clone()),
     };
+    let parts = || (key.addr, key.tls.clone(), key.protocol);
     let settings = super::PoolSettings::default();
-    let first = pools.get_cached(&cache, &key, &settings);
+    let first = pools.get_cached(&cache, parts(), &cluster, &settings);
     // A hit is the registry's pool.
     assert!(Arc::ptr_eq(&first, &pools.get(&key, &settings)));
     assert!(Arc::ptr_eq(
         &first,
-        &pools.get_cached(&cache, &key, &settings)
+        &pools.get_cached(&cache, parts(), &cluster, &settings)
     ));
     // New settings replace the pool in both.
     let other = super::PoolSettings {
         max_requests_per_connection: Some(3),
         ..super::PoolSettings::default()
     };
-    let second = pools.get_cached(&cache, &key, &other);
+    let second = pools.get_cached(&cache, parts(), &cluster, &other);
     assert!(!Arc::ptr_eq(&first, &second));
     assert!(first.is_retired());
     assert!(Arc::ptr_eq(&second, &pools.get(&key, &other)));
     // A pool the registry dropped is not handed out, even while a request still holds it.
     pools.retain(|_| false);
-    let third = pools.get_cached(&cache, &key, &other);
+    let third = pools.get_cached(&cache, parts(), &cluster, &other);
     assert!(!Arc::ptr_eq(&second, &third));
     assert_eq!(pools.len(), 1);
     // Another registry never gets this one's pools.
     let elsewhere = super::Pools::default();
-    let fourth = elsewhere.get_cached(&cache, &key, &other);
+    let fourth = elsewhere.get_cached(&cache, parts(), &cluster, &other);
     assert!(!Arc::ptr_eq(&third, &fourth));
+    // Another cluster's pool for the same endpoint is not this cluster's.
+    let subset = crate::snapshot::ClusterKey::new("a.test", Some("v1".into()), 80);
+    let fifth = pools.get_cached(&cache, parts(), &subset, &other);
+    assert!(!Arc::ptr_eq(&third, &fifth));
+    assert_eq!(fifth.key().cluster.as_ref(), Some(&subset));
 }
