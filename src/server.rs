@@ -17,10 +17,13 @@
 //! connections a grace period to finish their requests (HTTP/1.1 connections close after
 //! the response in flight, HTTP/2 connections get a GOAWAY).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -442,11 +445,7 @@ where
     B::Error: Into<BoxError>,
     X: Clone + Send + Sync + 'static,
 {
-    let extensions = connection_extensions(info, extra);
-    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().extend(extensions.clone());
-        app.clone().oneshot(req)
-    });
+    let svc = ConnService::new(app, connection_extensions(info, extra));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
@@ -455,6 +454,80 @@ where
     }
     conn.as_mut().graceful_shutdown();
     conn.await
+}
+
+/// The hyper service of one connection: `app` (the connection's clone) called in place when
+/// it is ready right now (with a waker that does nothing), as [`Forward`](crate::proxy::Forward)
+/// calls its inner service; otherwise a clone of it is driven to readiness by the call's
+/// future, as `oneshot` does. Every request gets the connection's `extensions`.
+struct ConnService<S> {
+    app: RefCell<S>,
+    /// Cloned for a call when `app` cannot be borrowed (never: hyper makes one call at a
+    /// time and `app` does not call back here).
+    spare: S,
+    extensions: http::Extensions,
+}
+
+impl<S: Clone> ConnService<S> {
+    fn new(app: S, extensions: http::Extensions) -> Self {
+        ConnService {
+            app: RefCell::new(app.clone()),
+            spare: app,
+            extensions,
+        }
+    }
+}
+
+impl<S, R> hyper::service::Service<Request<R>> for ConnService<S>
+where
+    S: Service<Request<R>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Served<S::Future, tower::util::Oneshot<S, Request<R>>>;
+
+    fn call(&self, mut req: Request<R>) -> Self::Future {
+        req.extensions_mut().extend(self.extensions.clone());
+        let Ok(mut app) = self.app.try_borrow_mut() else {
+            return Served::Readying {
+                oneshot: Box::pin(self.spare.clone().oneshot(req)),
+            };
+        };
+        match app.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => Served::Called {
+                fut: app.call(req),
+            },
+            // Boxed: the rare path keeps the common future small.
+            Poll::Ready(Err(_)) | Poll::Pending => Served::Readying {
+                oneshot: Box::pin(app.clone().oneshot(req)),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ConnService`]: the app's own call when it was ready, else a clone of
+    /// it driven to readiness first. (`O`: the `Oneshot` of a clone.)
+    #[project = ServedProj]
+    enum Served<F, O> {
+        Called { #[pin] fut: F },
+        Readying { oneshot: Pin<Box<O>> },
+    }
+}
+
+impl<F, O> Future for Served<F, O>
+where
+    F: Future,
+    O: Future<Output = F::Output>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ServedProj::Called { fut } => fut.poll(cx),
+            ServedProj::Readying { oneshot } => oneshot.as_mut().poll(cx),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -485,5 +558,76 @@ mod tests {
         assert_eq!(got.sni.as_deref(), Some("svc.local"));
         let plain = connection_extensions(got.clone(), None::<()>);
         assert_eq!(plain.len(), 1);
+    }
+
+    /// A service ready when `ready` is set, counting its clones and calls.
+    #[derive(Default)]
+    struct Gated {
+        ready: Arc<std::sync::atomic::AtomicBool>,
+        clones: Arc<std::sync::atomic::AtomicUsize>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Clone for Gated {
+        fn clone(&self) -> Self {
+            self.clones.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Gated {
+                ready: self.ready.clone(),
+                clones: self.clones.clone(),
+                calls: self.calls.clone(),
+            }
+        }
+    }
+
+    impl Service<Request<()>> for Gated {
+        type Response = Option<ConnectionInfo>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Option<ConnectionInfo>, std::convert::Infallible>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            if self.ready.load(std::sync::atomic::Ordering::SeqCst) {
+                return Poll::Ready(Ok(()));
+            }
+            // Ready on the next look.
+            self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+
+        fn call(&mut self, req: Request<()>) -> Self::Future {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok(req.extensions().get::<ConnectionInfo>().cloned()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ready_app_is_called_in_place_and_a_busy_one_through_a_clone() {
+        use hyper::service::Service as _;
+        let gated = Gated::default();
+        gated.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (clones, calls, ready) = (
+            gated.clones.clone(),
+            gated.calls.clone(),
+            gated.ready.clone(),
+        );
+        let info = ConnectionInfo {
+            peer_addr: SocketAddr::from(([10, 0, 0, 1], 40000)),
+            local_addr: SocketAddr::from(([10, 0, 0, 2], 8080)),
+            tls: false,
+            sni: None,
+        };
+        let svc = ConnService::new(gated, connection_extensions(info, None::<()>));
+        for _ in 0..3 {
+            let got = svc.call(Request::new(())).await.expect("infallible");
+            assert_eq!(got.map(|i| i.peer_addr.port()), Some(40000));
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // The connection's two (its own and the spare), none per request.
+        assert_eq!(clones.load(std::sync::atomic::Ordering::SeqCst), 1);
+        ready.store(false, std::sync::atomic::Ordering::SeqCst);
+        let got = svc.call(Request::new(())).await.expect("infallible");
+        assert!(got.is_some());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(clones.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
