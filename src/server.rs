@@ -22,7 +22,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -446,6 +446,9 @@ where
     X: Clone + Send + Sync + 'static,
 {
     let svc = ConnService::new(app, connection_extensions(info, extra));
+    // The connection's own builder: its HTTP/1 header-read timer reuses one sleep.
+    let mut builder = builder.clone();
+    builder.http1().timer(ConnTimer::default());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
@@ -494,9 +497,7 @@ where
             };
         };
         match app.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => Served::Called {
-                fut: app.call(req),
-            },
+            Poll::Ready(Ok(())) => Served::Called { fut: app.call(req) },
             // Boxed: the rare path keeps the common future small.
             Poll::Ready(Err(_)) | Poll::Pending => Served::Readying {
                 oneshot: Box::pin(app.clone().oneshot(req)),
@@ -526,6 +527,110 @@ where
         match self.project() {
             ServedProj::Called { fut } => fut.poll(cx),
             ServedProj::Readying { oneshot } => oneshot.as_mut().poll(cx),
+        }
+    }
+}
+
+/// A slot for the sleep of a [`ConnTimer`] while no [`ConnSleep`] holds it.
+type SleepSlot = Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>;
+
+/// The HTTP/1 timer of one connection (hyper uses it for the header-read timeout only): one
+/// tokio sleep for the connection's life, handed to each [`ConnSleep`], where a new sleep per
+/// request would be registered with the timer wheel and removed again. The sleep is moved to
+/// a later deadline only when it fires before it (then the connection is woken once, to no
+/// effect, if no header read is waiting on it), not per request: a deadline is a field.
+#[derive(Clone, Default)]
+struct ConnTimer {
+    slot: SleepSlot,
+}
+
+impl ConnTimer {
+    fn start(&self, deadline: std::time::Instant) -> ConnSleep {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let spare = self.slot.lock().ok().and_then(|mut slot| slot.take());
+        let sleep = match spare {
+            Some(mut sleep) => {
+                if sleep.deadline() > deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep
+            }
+            // The first of the connection (or a second one while the first is held).
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        ConnSleep {
+            sleep: Some(sleep),
+            deadline,
+            home: self.slot.clone(),
+        }
+    }
+}
+
+impl hyper::rt::Timer for ConnTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(self.start(deadline))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
+        match sleep.as_mut().downcast_mut_pin::<ConnSleep>() {
+            Some(mut own) => {
+                let deadline = tokio::time::Instant::from_std(new_deadline);
+                own.deadline = deadline;
+                if let Some(inner) = own.sleep.as_mut()
+                    && inner.deadline() > deadline
+                {
+                    inner.as_mut().reset(deadline);
+                }
+            }
+            None => *sleep = self.sleep_until(new_deadline),
+        }
+    }
+
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// A [`ConnTimer`]'s sleep while hyper holds it, until `deadline` (the tokio sleep's own
+/// deadline may be earlier); dropped, it gives the sleep back.
+struct ConnSleep {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: tokio::time::Instant,
+    home: SleepSlot,
+}
+
+impl Future for ConnSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.deadline;
+        let Some(sleep) = self.sleep.as_mut() else {
+            // Only `drop` takes it.
+            return Poll::Ready(());
+        };
+        loop {
+            std::task::ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            // Fired at an earlier request's deadline: on to this one's.
+            sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl hyper::rt::Sleep for ConnSleep {}
+
+impl Drop for ConnSleep {
+    fn drop(&mut self) {
+        if let (Some(sleep), Ok(mut slot)) = (self.sleep.take(), self.home.lock())
+            && slot.is_none()
+        {
+            *slot = Some(sleep);
         }
     }
 }
@@ -570,7 +675,8 @@ mod tests {
 
     impl Clone for Gated {
         fn clone(&self) -> Self {
-            self.clones.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.clones
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Gated {
                 ready: self.ready.clone(),
                 clones: self.clones.clone(),
@@ -629,5 +735,55 @@ mod tests {
         assert!(got.is_some());
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
         assert_eq!(clones.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// Polls `fut` once: its output if it was ready.
+    async fn futures_poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *fut).poll(cx) {
+                Poll::Ready(out) => Some(out),
+                Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_timer_reuses_its_sleep_and_keeps_every_deadline() {
+        use hyper::rt::Timer;
+        use tokio::time::Instant;
+        let timer = ConnTimer::default();
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        timer.sleep_until((start + ms(100)).into_std()).await;
+        assert_eq!(start.elapsed(), ms(100));
+        assert!(timer.slot.lock().is_ok_and(|s| s.is_some()), "given back");
+        // Reused for a later deadline, and for an earlier one than it was left with.
+        let at = Instant::now();
+        drop(timer.sleep_until((at + ms(500)).into_std()));
+        timer.sleep_until((at + ms(50)).into_std()).await;
+        assert_eq!(at.elapsed(), ms(50));
+        // A fired sleep waits for its new deadline.
+        let at = Instant::now();
+        timer.sleep_until((at + ms(200)).into_std()).await;
+        assert_eq!(at.elapsed(), ms(200));
+        // One left running with an earlier deadline does not cut a later one short.
+        let at = Instant::now();
+        let mut early = timer.sleep_until((at + ms(20)).into_std());
+        assert!(futures_poll_once(&mut early).await.is_none());
+        drop(early);
+        tokio::time::sleep(ms(10)).await;
+        timer.sleep_until((at + ms(70)).into_std()).await;
+        assert_eq!(at.elapsed(), ms(70));
+        // Two at once are two sleeps; `reset` moves one.
+        let at = Instant::now();
+        let first = timer.sleep_until((at + ms(30)).into_std());
+        let mut second = timer.sleep_until((at + ms(10)).into_std());
+        timer.reset(&mut second, (at + ms(40)).into_std());
+        first.await;
+        assert_eq!(at.elapsed(), ms(30));
+        second.await;
+        assert_eq!(at.elapsed(), ms(40));
+        assert_eq!(timer.now(), Instant::now().into_std());
     }
 }
