@@ -151,21 +151,28 @@ struct HopScan {
 impl HopScan {
     fn of(headers: &HeaderMap) -> HopScan {
         let mut scan = HopScan::default();
-        for (name, value) in headers {
-            if let Some(i) = HOP.iter().position(|h| h == name) {
-                if let Some(p) = scan.present.get_mut(i) {
-                    *p = true;
-                }
-                if name == CONNECTION && names_other(value) {
-                    scan.connection_names_other = true;
-                }
-            } else if name == CONTENT_TYPE {
-                scan.content_type = true;
-            } else if name == X_FORWARDED_FOR {
-                scan.forwarded_for = true;
-            } else if name == X_FORWARDED_PROTO {
-                scan.forwarded_proto = true;
+        // By the name's length first (a table lookup for a standard name): most names have a
+        // length none of the looked-for ones has, the rest are compared with one or two.
+        for name in headers.keys() {
+            let (flag, wanted) = match name.as_str().len() {
+                2 => (&mut scan.present[6], TE),
+                7 => (&mut scan.present[4], UPGRADE),
+                10 if *name == CONNECTION => (&mut scan.present[0], CONNECTION),
+                10 => (&mut scan.present[1], KEEP_ALIVE),
+                12 => (&mut scan.content_type, CONTENT_TYPE),
+                15 => (&mut scan.forwarded_for, X_FORWARDED_FOR),
+                16 => (&mut scan.present[2], PROXY_CONNECTION),
+                17 if *name == TRANSFER_ENCODING => (&mut scan.present[3], TRANSFER_ENCODING),
+                17 => (&mut scan.forwarded_proto, X_FORWARDED_PROTO),
+                19 => (&mut scan.present[5], PROXY_AUTHORIZATION),
+                _ => continue,
+            };
+            if *name == wanted {
+                *flag = true;
             }
+        }
+        if scan.connection() {
+            scan.connection_names_other = headers.get_all(CONNECTION).iter().any(names_other);
         }
         scan
     }
@@ -238,16 +245,21 @@ fn remove_scanned(headers: &mut HeaderMap, scan: &HopScan) {
         }
         headers.remove(CONNECTION);
     }
-    for (here, name) in [
-        (keep_alive, KEEP_ALIVE),
-        (proxy_connection, PROXY_CONNECTION),
-        (transfer_encoding, TRANSFER_ENCODING),
-        (upgrade, UPGRADE),
-        (proxy_auth, PROXY_AUTHORIZATION),
-    ] {
-        if here {
-            headers.remove(name);
-        }
+    // One by one: a name is built only when its header is there.
+    if keep_alive {
+        headers.remove(KEEP_ALIVE);
+    }
+    if proxy_connection {
+        headers.remove(PROXY_CONNECTION);
+    }
+    if transfer_encoding {
+        headers.remove(TRANSFER_ENCODING);
+    }
+    if upgrade {
+        headers.remove(UPGRADE);
+    }
+    if proxy_auth {
+        headers.remove(PROXY_AUTHORIZATION);
     }
     if te {
         let trailers = headers
@@ -846,6 +858,39 @@ mod tests {
             h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
             Some(&b"https"[..])
         );
+    }
+
+    #[test]
+    fn the_scan_matches_names_not_just_their_lengths() {
+        let h = headers(&[
+            ("ab", "1"),
+            ("x-upgrad", "1"),
+            ("x-connect1", "1"),
+            ("x-request-id", "1"),
+            ("x-forwarded-fo1", "1"),
+            ("x-proxy-connecti", "1"),
+            ("x-forwarded-prot", "1"),
+            ("x-proxy-authorizat1", "1"),
+        ]);
+        let scan = HopScan::of(&h);
+        assert_eq!(scan.present, [false; 7]);
+        assert!(!scan.content_type && !scan.forwarded_for && !scan.forwarded_proto);
+        let h = headers(&[
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("connection", "x-other"),
+            ("keep-alive", "1"),
+            ("content-type", "application/grpc"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("proxy-connection", "1"),
+            ("x-forwarded-proto", "https"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic abc"),
+        ]);
+        let scan = HopScan::of(&h);
+        assert_eq!(scan.present, [true; 7]);
+        assert!(scan.connection_names_other);
+        assert!(scan.content_type && scan.forwarded_for && scan.forwarded_proto);
     }
 
     #[test]
