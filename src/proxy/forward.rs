@@ -282,46 +282,66 @@ fn remove_scanned(headers: &mut HeaderMap, scan: &HopScan) {
 /// Appends `peer` to `x-forwarded-for` (one header, entries joined by `,` as Envoy does) and
 /// sets `x-forwarded-proto` to the downstream scheme unless a trusted proxy
 /// (`num_trusted` > 0) already set it. `scan` says whether the map holds either header.
+/// `last` keeps the value of a request without `x-forwarded-for` (the peer's address alone)
+/// for the next one from the same peer.
 fn set_forwarded(
     headers: &mut HeaderMap,
     scan: &HopScan,
     peer: IpAddr,
     tls: bool,
     num_trusted: u32,
+    last: &mut Option<(IpAddr, HeaderValue)>,
 ) {
-    let mut ip = IpText::default();
-    push_ip(&mut ip, peer.to_canonical());
-    // The value is built in one buffer of its exact size, which becomes the header value's
-    // storage as it is (no second copy, no growth on the way). The peer's address alone (the
-    // usual case) is its own storage: a copy of the value (a retry's, a replay's) then only
-    // counts references, where a buffer of its own would be moved into a shared one first.
-    let value = if scan.forwarded_for {
-        let ip = ip.as_bytes();
-        let all = headers.get_all(X_FORWARDED_FOR);
-        let earlier = || {
-            all.iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
+    if !scan.forwarded_for {
+        let value = match last {
+            Some((ip, value)) if *ip == peer => Some(value.clone()),
+            _ => peer_value(peer).inspect(|value| *last = Some((peer, value.clone()))),
         };
-        let len = earlier().map(|v| v.len() + 1).sum::<usize>() + ip.len();
-        let mut value = Vec::with_capacity(len);
-        for v in earlier() {
-            value.extend_from_slice(v.as_bytes());
-            value.push(b',');
+        if let Some(value) = value {
+            headers.insert(X_FORWARDED_FOR, value);
         }
-        value.extend_from_slice(ip);
-        Bytes::from(value)
     } else {
-        Bytes::from_owner(ip)
-    };
-    if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-        headers.insert(X_FORWARDED_FOR, value);
+        let value = joined_forwarded_for(headers, peer);
+        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
     }
     if num_trusted == 0 || !scan.forwarded_proto {
         let proto = if tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
+}
+
+/// The `x-forwarded-for` value of a request without one: the peer's address. It is its own
+/// storage: a copy of the value (a retry's, a replay's, the next request's) only counts
+/// references, where a buffer of its own would be moved into a shared one first.
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    let mut ip = IpText::default();
+    push_ip(&mut ip, peer.to_canonical());
+    HeaderValue::from_maybe_shared(Bytes::from_owner(ip)).ok()
+}
+
+/// The earlier `x-forwarded-for` entries and `peer`, joined, in one buffer of its exact size
+/// that becomes the header value's storage as it is (no second copy, no growth on the way).
+fn joined_forwarded_for(headers: &HeaderMap, peer: IpAddr) -> Bytes {
+    let mut ip = IpText::default();
+    push_ip(&mut ip, peer.to_canonical());
+    let ip = ip.as_bytes();
+    let all = headers.get_all(X_FORWARDED_FOR);
+    let earlier = || {
+        all.iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let len = earlier().map(|v| v.len() + 1).sum::<usize>() + ip.len();
+    let mut value = Vec::with_capacity(len);
+    for v in earlier() {
+        value.extend_from_slice(v.as_bytes());
+        value.push(b',');
+    }
+    value.extend_from_slice(ip);
+    Bytes::from(value)
 }
 
 /// An IP address's text on the stack: at most 45 bytes (an IPv6 address with an embedded
@@ -431,11 +451,23 @@ pub struct ClientAddrService<S> {
 
 /// Inserts the [`ClientAddr`] unless one is there already; no [`ConnectionInfo`], no address.
 fn insert_client_addr<B>(req: &mut Request<B>, num_trusted: u32) -> Option<IpAddr> {
+    let peer = req
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|c| c.peer_addr.ip());
+    insert_client_addr_of(req, peer, num_trusted)
+}
+
+/// [`insert_client_addr`] with the peer's address (of the [`ConnectionInfo`]) looked up.
+fn insert_client_addr_of<B>(
+    req: &mut Request<B>,
+    peer: Option<IpAddr>,
+    num_trusted: u32,
+) -> Option<IpAddr> {
     if let Some(ClientAddr(ip)) = req.extensions().get::<ClientAddr>() {
         return Some(*ip);
     }
-    let peer = req.extensions().get::<ConnectionInfo>()?.peer_addr.ip();
-    let ip = trusted_client_addr(req.headers(), peer, num_trusted);
+    let ip = trusted_client_addr(req.headers(), peer?, num_trusted);
     req.extensions_mut().insert(ClientAddr(ip));
     Some(ip)
 }
@@ -469,6 +501,9 @@ where
 pub struct Forward<S = MeshClient> {
     inner: S,
     num_trusted_proxies: u32,
+    /// The `x-forwarded-for` value of the last request without one, and its peer: a server
+    /// clones its service per connection, so this is usually the connection's.
+    last_forwarded_for: Option<(IpAddr, HeaderValue)>,
 }
 
 impl Forward<MeshClient> {
@@ -487,6 +522,7 @@ impl<S> Forward<S> {
         Forward {
             inner,
             num_trusted_proxies,
+            last_forwarded_for: None,
         }
     }
 }
@@ -514,7 +550,12 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let num_trusted = self.num_trusted_proxies;
-        insert_client_addr(&mut req, num_trusted);
+        // The connection's facts, looked up once for the client address and x-forwarded-*.
+        let conn = req
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|c| (c.peer_addr.ip(), c.tls));
+        insert_client_addr_of(&mut req, conn.map(|(peer, _)| peer), num_trusted);
         let scan = HopScan::of(req.headers());
         let grpc = scan.content_type && is_grpc_request(req.headers());
         // No `Connection` or no `Upgrade` header: no upgrade (and no second look).
@@ -533,9 +574,15 @@ where
             req.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        let conn = req.extensions().get::<ConnectionInfo>();
-        if let Some((peer, tls)) = conn.map(|c| (c.peer_addr.ip(), c.tls)) {
-            set_forwarded(req.headers_mut(), &scan, peer, tls, num_trusted);
+        if let Some((peer, tls)) = conn {
+            set_forwarded(
+                req.headers_mut(),
+                &scan,
+                peer,
+                tls,
+                num_trusted,
+                &mut self.last_forwarded_for,
+            );
         }
         let req = req.map(body::boxed);
         // The inner service is called in place when it is ready right now (the mesh's client
@@ -814,7 +861,7 @@ mod tests {
             ("x-forwarded-for", "3.3.3.3"),
         ]);
         let scan = HopScan::of(&h);
-        set_forwarded(&mut h, &scan, ip("2001:db8::1"), false, 0);
+        set_forwarded(&mut h, &scan, ip("2001:db8::1"), false, 0, &mut None);
         let all: Vec<&[u8]> = h
             .get_all(X_FORWARDED_FOR)
             .iter()
@@ -830,7 +877,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let scan = HopScan::of(&h);
-        set_forwarded(&mut h, &scan, ip("::ffff:127.0.0.1"), false, 0);
+        set_forwarded(&mut h, &scan, ip("::ffff:127.0.0.1"), false, 0, &mut None);
         assert_eq!(
             h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"1.1.1.1,127.0.0.1"[..])
@@ -842,14 +889,14 @@ mod tests {
         );
         let mut h = headers(&[("x-forwarded-proto", "https")]);
         let scan = HopScan::of(&h);
-        set_forwarded(&mut h, &scan, ip("10.0.0.1"), false, 1);
+        set_forwarded(&mut h, &scan, ip("10.0.0.1"), false, 1, &mut None);
         assert_eq!(
             h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
             Some(&b"https"[..])
         );
         let mut h = HeaderMap::new();
         let scan = HopScan::of(&h);
-        set_forwarded(&mut h, &scan, ip("10.0.0.1"), true, 1);
+        set_forwarded(&mut h, &scan, ip("10.0.0.1"), true, 1, &mut None);
         assert_eq!(
             h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"10.0.0.1"[..])
@@ -858,6 +905,28 @@ mod tests {
             h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
             Some(&b"https"[..])
         );
+    }
+
+    #[test]
+    fn forwarded_for_of_the_last_peer_is_reused_for_it_only() {
+        let xff = |h: &HeaderMap| h.get(X_FORWARDED_FOR).map(|v| v.as_bytes().to_vec());
+        let mut last = None;
+        for (peer, earlier, want) in [
+            ("10.0.0.1", None, &b"10.0.0.1"[..]),
+            ("10.0.0.1", None, b"10.0.0.1"),
+            ("::ffff:10.0.0.2", None, b"10.0.0.2"),
+            ("10.0.0.2", Some("1.1.1.1"), b"1.1.1.1,10.0.0.2"),
+            ("::ffff:10.0.0.2", None, b"10.0.0.2"),
+            ("10.0.0.1", None, b"10.0.0.1"),
+        ] {
+            let mut h = HeaderMap::new();
+            if let Some(v) = earlier {
+                h.insert(X_FORWARDED_FOR, HeaderValue::from_static(v));
+            }
+            let scan = HopScan::of(&h);
+            set_forwarded(&mut h, &scan, ip(peer), false, 0, &mut last);
+            assert_eq!(xff(&h).as_deref(), Some(want), "{peer}");
+        }
     }
 
     #[test]
