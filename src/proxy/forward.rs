@@ -133,16 +133,13 @@ const HOP: [HeaderName; 7] = [
     TE,
 ];
 
-/// What one pass over a header map's entries (standard names compare as enum values)
-/// finds: which of [`HOP`] it holds, whether a `Connection` token names some other header,
-/// and the headers [`Forward`] looks at next. Only what is there is looked up again: most
+/// What one pass over a header map's names (standard names compare as enum values) finds:
+/// which of [`HOP`] it holds, and the headers [`Forward`] looks at next. Only what is there is looked up again: most
 /// requests carry no hop-by-hop header, most responses only `Connection: keep-alive`.
 #[derive(Clone, Copy, Debug, Default)]
 struct HopScan {
     /// Per name of [`HOP`], in its order.
     present: [bool; 7],
-    /// A `Connection` token names a header not in [`HOP`] ([`removed_anyway`]).
-    connection_names_other: bool,
     content_type: bool,
     forwarded_for: bool,
     forwarded_proto: bool,
@@ -154,25 +151,23 @@ impl HopScan {
         // By the name's length first (a table lookup for a standard name): most names have a
         // length none of the looked-for ones has, the rest are compared with one or two.
         for name in headers.keys() {
-            let (flag, wanted) = match name.as_str().len() {
-                2 => (&mut scan.present[6], TE),
-                7 => (&mut scan.present[4], UPGRADE),
-                10 if *name == CONNECTION => (&mut scan.present[0], CONNECTION),
-                10 => (&mut scan.present[1], KEEP_ALIVE),
-                12 => (&mut scan.content_type, CONTENT_TYPE),
-                15 => (&mut scan.forwarded_for, X_FORWARDED_FOR),
-                16 => (&mut scan.present[2], PROXY_CONNECTION),
-                17 if *name == TRANSFER_ENCODING => (&mut scan.present[3], TRANSFER_ENCODING),
-                17 => (&mut scan.forwarded_proto, X_FORWARDED_PROTO),
-                19 => (&mut scan.present[5], PROXY_AUTHORIZATION),
-                _ => continue,
-            };
-            if *name == wanted {
-                *flag = true;
+            match name.as_str().len() {
+                2 => scan.present[6] |= *name == TE,
+                7 => scan.present[4] |= *name == UPGRADE,
+                10 => {
+                    scan.present[0] |= *name == CONNECTION;
+                    scan.present[1] |= *name == KEEP_ALIVE;
+                }
+                12 => scan.content_type |= *name == CONTENT_TYPE,
+                15 => scan.forwarded_for |= *name == X_FORWARDED_FOR,
+                16 => scan.present[2] |= *name == PROXY_CONNECTION,
+                17 => {
+                    scan.present[3] |= *name == TRANSFER_ENCODING;
+                    scan.forwarded_proto |= *name == X_FORWARDED_PROTO;
+                }
+                19 => scan.present[5] |= *name == PROXY_AUTHORIZATION,
+                _ => {}
             }
-        }
-        if scan.connection() {
-            scan.connection_names_other = headers.get_all(CONNECTION).iter().any(names_other);
         }
         scan
     }
@@ -200,6 +195,19 @@ fn names_other(value: &HeaderValue) -> bool {
             .map(str::trim)
             .any(|t| !t.is_empty() && !removed_anyway(t))
     })
+}
+
+/// Removes the headers a `Connection` value's tokens name, but for those [`remove_scanned`]
+/// deals with on its own account ([`removed_anyway`]). A token names a header by any case.
+fn remove_named(headers: &mut HeaderMap, value: &HeaderValue) {
+    let Ok(text) = value.to_str() else {
+        return;
+    };
+    for token in text.split(',').map(str::trim) {
+        if !token.is_empty() && !removed_anyway(token) {
+            headers.remove(token);
+        }
+    }
 }
 
 /// Whether a `Connection` token names a header that [`remove_hop_by_hop`] removes on its
@@ -230,20 +238,27 @@ fn remove_scanned(headers: &mut HeaderMap, scan: &HopScan) {
     ] = scan.present;
     if connection {
         // The common tokens (`keep-alive`, `close`, `upgrade`) name a header removed below
-        // (or none): only a token naming another header that is there costs a name and a
-        // removal.
-        if scan.connection_names_other
-            && connection_tokens(headers).any(|t| !removed_anyway(t) && headers.contains_key(t))
-        {
-            let named: Vec<HeaderName> = connection_tokens(headers)
-                .filter(|t| !removed_anyway(t))
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-                .collect();
-            for name in named {
-                headers.remove(&name);
+        // (or none): only a token naming another header costs a removal.
+        if headers.len() == headers.keys_len() {
+            // One value per name: `Connection`'s only one, read once removed.
+            if let Some(value) = headers.remove(CONNECTION)
+                && names_other(&value)
+            {
+                remove_named(headers, &value);
+            }
+        } else {
+            let all = headers.get_all(CONNECTION);
+            // When one names another header, every token of every value counts.
+            let naming: Vec<HeaderValue> = if all.iter().any(names_other) {
+                all.iter().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            headers.remove(CONNECTION);
+            for value in &naming {
+                remove_named(headers, value);
             }
         }
-        headers.remove(CONNECTION);
     }
     // One by one: a name is built only when its header is there.
     if keep_alive {
@@ -828,6 +843,16 @@ mod tests {
             let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
             assert_eq!(names, ["x-kept"], "{value}");
         }
+        // One value per name (`Connection` read once removed) or several: the same.
+        let mut h = headers(&[
+            ("connection", "X-Secret, close"),
+            ("x-secret", "1"),
+            ("close", "1"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
         // A token names a header by any case, `close` included; one naming nothing, or not a
         // header name at all, removes nothing else; a second `Connection` header counts too.
         let mut h = headers(&[
@@ -958,7 +983,6 @@ mod tests {
         ]);
         let scan = HopScan::of(&h);
         assert_eq!(scan.present, [true; 7]);
-        assert!(scan.connection_names_other);
         assert!(scan.content_type && scan.forwarded_for && scan.forwarded_proto);
     }
 
