@@ -186,7 +186,12 @@ impl HopScan {
 /// without splitting them.
 fn names_other(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
-    if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
+    // As sent (lower case) in one comparison each, else by any case.
+    if bytes == b"keep-alive"
+        || bytes == b"close"
+        || bytes.eq_ignore_ascii_case(b"keep-alive")
+        || bytes.eq_ignore_ascii_case(b"close")
+    {
         return false;
     }
     // Not text: no tokens (as `connection_tokens` reads it).
