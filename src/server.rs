@@ -17,10 +17,13 @@
 //! connections a grace period to finish their requests (HTTP/1.1 connections close after
 //! the response in flight, HTTP/2 connections get a GOAWAY).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -442,11 +445,10 @@ where
     B::Error: Into<BoxError>,
     X: Clone + Send + Sync + 'static,
 {
-    let extensions = connection_extensions(info, extra);
-    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().extend(extensions.clone());
-        app.clone().oneshot(req)
-    });
+    let svc = ConnService::new(app, connection_extensions(info, extra));
+    // The connection's own builder: its HTTP/1 header-read timer reuses one sleep.
+    let mut builder = builder.clone();
+    builder.http1().timer(ConnTimer::default());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
@@ -455,6 +457,182 @@ where
     }
     conn.as_mut().graceful_shutdown();
     conn.await
+}
+
+/// The hyper service of one connection: `app` (the connection's clone) called in place when
+/// it is ready right now (with a waker that does nothing), as [`Forward`](crate::proxy::Forward)
+/// calls its inner service; otherwise a clone of it is driven to readiness by the call's
+/// future, as `oneshot` does. Every request gets the connection's `extensions`.
+struct ConnService<S> {
+    app: RefCell<S>,
+    /// Cloned for a call when `app` cannot be borrowed (never: hyper makes one call at a
+    /// time and `app` does not call back here).
+    spare: S,
+    extensions: http::Extensions,
+}
+
+impl<S: Clone> ConnService<S> {
+    fn new(app: S, extensions: http::Extensions) -> Self {
+        ConnService {
+            app: RefCell::new(app.clone()),
+            spare: app,
+            extensions,
+        }
+    }
+}
+
+impl<S, R> hyper::service::Service<Request<R>> for ConnService<S>
+where
+    S: Service<Request<R>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Served<S::Future, tower::util::Oneshot<S, Request<R>>>;
+
+    fn call(&self, mut req: Request<R>) -> Self::Future {
+        req.extensions_mut().extend(self.extensions.clone());
+        let Ok(mut app) = self.app.try_borrow_mut() else {
+            return Served::Readying {
+                oneshot: Box::pin(self.spare.clone().oneshot(req)),
+            };
+        };
+        match app.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => Served::Called { fut: app.call(req) },
+            // Boxed: the rare path keeps the common future small.
+            Poll::Ready(Err(_)) | Poll::Pending => Served::Readying {
+                oneshot: Box::pin(app.clone().oneshot(req)),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ConnService`]: the app's own call when it was ready, else a clone of
+    /// it driven to readiness first. (`O`: the `Oneshot` of a clone.)
+    #[project = ServedProj]
+    enum Served<F, O> {
+        Called { #[pin] fut: F },
+        Readying { oneshot: Pin<Box<O>> },
+    }
+}
+
+impl<F, O> Future for Served<F, O>
+where
+    F: Future,
+    O: Future<Output = F::Output>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ServedProj::Called { fut } => fut.poll(cx),
+            ServedProj::Readying { oneshot } => oneshot.as_mut().poll(cx),
+        }
+    }
+}
+
+/// A slot for the sleep of a [`ConnTimer`] while no [`ConnSleep`] holds it.
+type SleepSlot = Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>;
+
+/// The HTTP/1 timer of one connection (hyper uses it for the header-read timeout only): one
+/// tokio sleep for the connection's life, handed to each [`ConnSleep`], where a new sleep per
+/// request would be registered with the timer wheel and removed again. The sleep is moved to
+/// a later deadline only when it fires before it (then the connection is woken once, to no
+/// effect, if no header read is waiting on it), not per request: a deadline is a field.
+#[derive(Clone, Default)]
+struct ConnTimer {
+    slot: SleepSlot,
+}
+
+impl ConnTimer {
+    fn start(&self, deadline: std::time::Instant) -> ConnSleep {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let spare = self.slot.lock().ok().and_then(|mut slot| slot.take());
+        let sleep = match spare {
+            Some(mut sleep) => {
+                if sleep.deadline() > deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep
+            }
+            // The first of the connection (or a second one while the first is held).
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        ConnSleep {
+            sleep: Some(sleep),
+            deadline,
+            home: self.slot.clone(),
+        }
+    }
+}
+
+impl hyper::rt::Timer for ConnTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(self.start(deadline))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
+        match sleep.as_mut().downcast_mut_pin::<ConnSleep>() {
+            Some(mut own) => {
+                let deadline = tokio::time::Instant::from_std(new_deadline);
+                own.deadline = deadline;
+                if let Some(inner) = own.sleep.as_mut()
+                    && inner.deadline() > deadline
+                {
+                    inner.as_mut().reset(deadline);
+                }
+            }
+            None => *sleep = self.sleep_until(new_deadline),
+        }
+    }
+
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// A [`ConnTimer`]'s sleep while hyper holds it, until `deadline` (the tokio sleep's own
+/// deadline may be earlier); dropped, it gives the sleep back.
+struct ConnSleep {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: tokio::time::Instant,
+    home: SleepSlot,
+}
+
+impl Future for ConnSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.deadline;
+        let Some(sleep) = self.sleep.as_mut() else {
+            // Only `drop` takes it.
+            return Poll::Ready(());
+        };
+        loop {
+            std::task::ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            // Fired at an earlier request's deadline: on to this one's.
+            sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl hyper::rt::Sleep for ConnSleep {}
+
+impl Drop for ConnSleep {
+    fn drop(&mut self) {
+        if let (Some(sleep), Ok(mut slot)) = (self.sleep.take(), self.home.lock())
+            && slot.is_none()
+        {
+            *slot = Some(sleep);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -485,5 +663,127 @@ mod tests {
         assert_eq!(got.sni.as_deref(), Some("svc.local"));
         let plain = connection_extensions(got.clone(), None::<()>);
         assert_eq!(plain.len(), 1);
+    }
+
+    /// A service ready when `ready` is set, counting its clones and calls.
+    #[derive(Default)]
+    struct Gated {
+        ready: Arc<std::sync::atomic::AtomicBool>,
+        clones: Arc<std::sync::atomic::AtomicUsize>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Clone for Gated {
+        fn clone(&self) -> Self {
+            self.clones
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Gated {
+                ready: self.ready.clone(),
+                clones: self.clones.clone(),
+                calls: self.calls.clone(),
+            }
+        }
+    }
+
+    impl Service<Request<()>> for Gated {
+        type Response = Option<ConnectionInfo>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Option<ConnectionInfo>, std::convert::Infallible>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            if self.ready.load(std::sync::atomic::Ordering::SeqCst) {
+                return Poll::Ready(Ok(()));
+            }
+            // Ready on the next look.
+            self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+
+        fn call(&mut self, req: Request<()>) -> Self::Future {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok(req.extensions().get::<ConnectionInfo>().cloned()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ready_app_is_called_in_place_and_a_busy_one_through_a_clone() {
+        use hyper::service::Service as _;
+        let gated = Gated::default();
+        gated.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (clones, calls, ready) = (
+            gated.clones.clone(),
+            gated.calls.clone(),
+            gated.ready.clone(),
+        );
+        let info = ConnectionInfo {
+            peer_addr: SocketAddr::from(([10, 0, 0, 1], 40000)),
+            local_addr: SocketAddr::from(([10, 0, 0, 2], 8080)),
+            tls: false,
+            sni: None,
+        };
+        let svc = ConnService::new(gated, connection_extensions(info, None::<()>));
+        for _ in 0..3 {
+            let got = svc.call(Request::new(())).await.expect("infallible");
+            assert_eq!(got.map(|i| i.peer_addr.port()), Some(40000));
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // The connection's two (its own and the spare), none per request.
+        assert_eq!(clones.load(std::sync::atomic::Ordering::SeqCst), 1);
+        ready.store(false, std::sync::atomic::Ordering::SeqCst);
+        let got = svc.call(Request::new(())).await.expect("infallible");
+        assert!(got.is_some());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(clones.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// Polls `fut` once: its output if it was ready.
+    async fn futures_poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *fut).poll(cx) {
+                Poll::Ready(out) => Some(out),
+                Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_timer_reuses_its_sleep_and_keeps_every_deadline() {
+        use hyper::rt::Timer;
+        use tokio::time::Instant;
+        let timer = ConnTimer::default();
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        timer.sleep_until((start + ms(100)).into_std()).await;
+        assert_eq!(start.elapsed(), ms(100));
+        assert!(timer.slot.lock().is_ok_and(|s| s.is_some()), "given back");
+        // Reused for a later deadline, and for an earlier one than it was left with.
+        let at = Instant::now();
+        drop(timer.sleep_until((at + ms(500)).into_std()));
+        timer.sleep_until((at + ms(50)).into_std()).await;
+        assert_eq!(at.elapsed(), ms(50));
+        // A fired sleep waits for its new deadline.
+        let at = Instant::now();
+        timer.sleep_until((at + ms(200)).into_std()).await;
+        assert_eq!(at.elapsed(), ms(200));
+        // One left running with an earlier deadline does not cut a later one short.
+        let at = Instant::now();
+        let mut early = timer.sleep_until((at + ms(20)).into_std());
+        assert!(futures_poll_once(&mut early).await.is_none());
+        drop(early);
+        tokio::time::sleep(ms(10)).await;
+        timer.sleep_until((at + ms(70)).into_std()).await;
+        assert_eq!(at.elapsed(), ms(70));
+        // Two at once are two sleeps; `reset` moves one.
+        let at = Instant::now();
+        let first = timer.sleep_until((at + ms(30)).into_std());
+        let mut second = timer.sleep_until((at + ms(10)).into_std());
+        timer.reset(&mut second, (at + ms(40)).into_std());
+        first.await;
+        assert_eq!(at.elapsed(), ms(30));
+        second.await;
+        assert_eq!(at.elapsed(), ms(40));
+        assert_eq!(timer.now(), Instant::now().into_std());
     }
 }

@@ -133,16 +133,13 @@ const HOP: [HeaderName; 7] = [
     TE,
 ];
 
-/// What one pass over a header map's entries (standard names compare as enum values)
-/// finds: which of [`HOP`] it holds, whether a `Connection` token names some other header,
-/// and the headers [`Forward`] looks at next. Only what is there is looked up again: most
+/// What one pass over a header map's names (standard names compare as enum values) finds:
+/// which of [`HOP`] it holds, and the headers [`Forward`] looks at next. Only what is there is looked up again: most
 /// requests carry no hop-by-hop header, most responses only `Connection: keep-alive`.
 #[derive(Clone, Copy, Debug, Default)]
 struct HopScan {
     /// Per name of [`HOP`], in its order.
     present: [bool; 7],
-    /// A `Connection` token names a header not in [`HOP`] ([`removed_anyway`]).
-    connection_names_other: bool,
     content_type: bool,
     forwarded_for: bool,
     forwarded_proto: bool,
@@ -151,20 +148,25 @@ struct HopScan {
 impl HopScan {
     fn of(headers: &HeaderMap) -> HopScan {
         let mut scan = HopScan::default();
-        for (name, value) in headers {
-            if let Some(i) = HOP.iter().position(|h| h == name) {
-                if let Some(p) = scan.present.get_mut(i) {
-                    *p = true;
+        // By the name's length first (a table lookup for a standard name): most names have a
+        // length none of the looked-for ones has, the rest are compared with one or two.
+        for name in headers.keys() {
+            match name.as_str().len() {
+                2 => scan.present[6] |= *name == TE,
+                7 => scan.present[4] |= *name == UPGRADE,
+                10 => {
+                    scan.present[0] |= *name == CONNECTION;
+                    scan.present[1] |= *name == KEEP_ALIVE;
                 }
-                if name == CONNECTION && names_other(value) {
-                    scan.connection_names_other = true;
+                12 => scan.content_type |= *name == CONTENT_TYPE,
+                15 => scan.forwarded_for |= *name == X_FORWARDED_FOR,
+                16 => scan.present[2] |= *name == PROXY_CONNECTION,
+                17 => {
+                    scan.present[3] |= *name == TRANSFER_ENCODING;
+                    scan.forwarded_proto |= *name == X_FORWARDED_PROTO;
                 }
-            } else if name == CONTENT_TYPE {
-                scan.content_type = true;
-            } else if name == X_FORWARDED_FOR {
-                scan.forwarded_for = true;
-            } else if name == X_FORWARDED_PROTO {
-                scan.forwarded_proto = true;
+                19 => scan.present[5] |= *name == PROXY_AUTHORIZATION,
+                _ => {}
             }
         }
         scan
@@ -184,7 +186,12 @@ impl HopScan {
 /// without splitting them.
 fn names_other(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
-    if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
+    // As sent (lower case) in one comparison each, else by any case.
+    if bytes == b"keep-alive"
+        || bytes == b"close"
+        || bytes.eq_ignore_ascii_case(b"keep-alive")
+        || bytes.eq_ignore_ascii_case(b"close")
+    {
         return false;
     }
     // Not text: no tokens (as `connection_tokens` reads it).
@@ -193,6 +200,19 @@ fn names_other(value: &HeaderValue) -> bool {
             .map(str::trim)
             .any(|t| !t.is_empty() && !removed_anyway(t))
     })
+}
+
+/// Removes the headers a `Connection` value's tokens name, but for those [`remove_scanned`]
+/// deals with on its own account ([`removed_anyway`]). A token names a header by any case.
+fn remove_named(headers: &mut HeaderMap, value: &HeaderValue) {
+    let Ok(text) = value.to_str() else {
+        return;
+    };
+    for token in text.split(',').map(str::trim) {
+        if !token.is_empty() && !removed_anyway(token) {
+            headers.remove(token);
+        }
+    }
 }
 
 /// Whether a `Connection` token names a header that [`remove_hop_by_hop`] removes on its
@@ -223,31 +243,43 @@ fn remove_scanned(headers: &mut HeaderMap, scan: &HopScan) {
     ] = scan.present;
     if connection {
         // The common tokens (`keep-alive`, `close`, `upgrade`) name a header removed below
-        // (or none): only a token naming another header that is there costs a name and a
-        // removal.
-        if scan.connection_names_other
-            && connection_tokens(headers).any(|t| !removed_anyway(t) && headers.contains_key(t))
-        {
-            let named: Vec<HeaderName> = connection_tokens(headers)
-                .filter(|t| !removed_anyway(t))
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-                .collect();
-            for name in named {
-                headers.remove(&name);
+        // (or none): only a token naming another header costs a removal.
+        if headers.len() == headers.keys_len() {
+            // One value per name: `Connection`'s only one, read once removed.
+            if let Some(value) = headers.remove(CONNECTION)
+                && names_other(&value)
+            {
+                remove_named(headers, &value);
+            }
+        } else {
+            let all = headers.get_all(CONNECTION);
+            // When one names another header, every token of every value counts.
+            let naming: Vec<HeaderValue> = if all.iter().any(names_other) {
+                all.iter().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            headers.remove(CONNECTION);
+            for value in &naming {
+                remove_named(headers, value);
             }
         }
-        headers.remove(CONNECTION);
     }
-    for (here, name) in [
-        (keep_alive, KEEP_ALIVE),
-        (proxy_connection, PROXY_CONNECTION),
-        (transfer_encoding, TRANSFER_ENCODING),
-        (upgrade, UPGRADE),
-        (proxy_auth, PROXY_AUTHORIZATION),
-    ] {
-        if here {
-            headers.remove(name);
-        }
+    // One by one: a name is built only when its header is there.
+    if keep_alive {
+        headers.remove(KEEP_ALIVE);
+    }
+    if proxy_connection {
+        headers.remove(PROXY_CONNECTION);
+    }
+    if transfer_encoding {
+        headers.remove(TRANSFER_ENCODING);
+    }
+    if upgrade {
+        headers.remove(UPGRADE);
+    }
+    if proxy_auth {
+        headers.remove(PROXY_AUTHORIZATION);
     }
     if te {
         let trailers = headers
@@ -270,46 +302,66 @@ fn remove_scanned(headers: &mut HeaderMap, scan: &HopScan) {
 /// Appends `peer` to `x-forwarded-for` (one header, entries joined by `,` as Envoy does) and
 /// sets `x-forwarded-proto` to the downstream scheme unless a trusted proxy
 /// (`num_trusted` > 0) already set it. `scan` says whether the map holds either header.
+/// `last` keeps the value of a request without `x-forwarded-for` (the peer's address alone)
+/// for the next one from the same peer.
 fn set_forwarded(
     headers: &mut HeaderMap,
     scan: &HopScan,
     peer: IpAddr,
     tls: bool,
     num_trusted: u32,
+    last: &mut Option<(IpAddr, HeaderValue)>,
 ) {
-    let mut ip = IpText::default();
-    push_ip(&mut ip, peer.to_canonical());
-    // The value is built in one buffer of its exact size, which becomes the header value's
-    // storage as it is (no second copy, no growth on the way). The peer's address alone (the
-    // usual case) is its own storage: a copy of the value (a retry's, a replay's) then only
-    // counts references, where a buffer of its own would be moved into a shared one first.
-    let value = if scan.forwarded_for {
-        let ip = ip.as_bytes();
-        let all = headers.get_all(X_FORWARDED_FOR);
-        let earlier = || {
-            all.iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
+    if !scan.forwarded_for {
+        let value = match last {
+            Some((ip, value)) if *ip == peer => Some(value.clone()),
+            _ => peer_value(peer).inspect(|value| *last = Some((peer, value.clone()))),
         };
-        let len = earlier().map(|v| v.len() + 1).sum::<usize>() + ip.len();
-        let mut value = Vec::with_capacity(len);
-        for v in earlier() {
-            value.extend_from_slice(v.as_bytes());
-            value.push(b',');
+        if let Some(value) = value {
+            headers.insert(X_FORWARDED_FOR, value);
         }
-        value.extend_from_slice(ip);
-        Bytes::from(value)
     } else {
-        Bytes::from_owner(ip)
-    };
-    if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-        headers.insert(X_FORWARDED_FOR, value);
+        let value = joined_forwarded_for(headers, peer);
+        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
     }
     if num_trusted == 0 || !scan.forwarded_proto {
         let proto = if tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
+}
+
+/// The `x-forwarded-for` value of a request without one: the peer's address. It is its own
+/// storage: a copy of the value (a retry's, a replay's, the next request's) only counts
+/// references, where a buffer of its own would be moved into a shared one first.
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    let mut ip = IpText::default();
+    push_ip(&mut ip, peer.to_canonical());
+    HeaderValue::from_maybe_shared(Bytes::from_owner(ip)).ok()
+}
+
+/// The earlier `x-forwarded-for` entries and `peer`, joined, in one buffer of its exact size
+/// that becomes the header value's storage as it is (no second copy, no growth on the way).
+fn joined_forwarded_for(headers: &HeaderMap, peer: IpAddr) -> Bytes {
+    let mut ip = IpText::default();
+    push_ip(&mut ip, peer.to_canonical());
+    let ip = ip.as_bytes();
+    let all = headers.get_all(X_FORWARDED_FOR);
+    let earlier = || {
+        all.iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let len = earlier().map(|v| v.len() + 1).sum::<usize>() + ip.len();
+    let mut value = Vec::with_capacity(len);
+    for v in earlier() {
+        value.extend_from_slice(v.as_bytes());
+        value.push(b',');
+    }
+    value.extend_from_slice(ip);
+    Bytes::from(value)
 }
 
 /// An IP address's text on the stack: at most 45 bytes (an IPv6 address with an embedded
@@ -419,11 +471,23 @@ pub struct ClientAddrService<S> {
 
 /// Inserts the [`ClientAddr`] unless one is there already; no [`ConnectionInfo`], no address.
 fn insert_client_addr<B>(req: &mut Request<B>, num_trusted: u32) -> Option<IpAddr> {
+    let peer = req
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|c| c.peer_addr.ip());
+    insert_client_addr_of(req, peer, num_trusted)
+}
+
+/// [`insert_client_addr`] with the peer's address (of the [`ConnectionInfo`]) looked up.
+fn insert_client_addr_of<B>(
+    req: &mut Request<B>,
+    peer: Option<IpAddr>,
+    num_trusted: u32,
+) -> Option<IpAddr> {
     if let Some(ClientAddr(ip)) = req.extensions().get::<ClientAddr>() {
         return Some(*ip);
     }
-    let peer = req.extensions().get::<ConnectionInfo>()?.peer_addr.ip();
-    let ip = trusted_client_addr(req.headers(), peer, num_trusted);
+    let ip = trusted_client_addr(req.headers(), peer?, num_trusted);
     req.extensions_mut().insert(ClientAddr(ip));
     Some(ip)
 }
@@ -457,6 +521,9 @@ where
 pub struct Forward<S = MeshClient> {
     inner: S,
     num_trusted_proxies: u32,
+    /// The `x-forwarded-for` value of the last request without one, and its peer: a server
+    /// clones its service per connection, so this is usually the connection's.
+    last_forwarded_for: Option<(IpAddr, HeaderValue)>,
 }
 
 impl Forward<MeshClient> {
@@ -475,6 +542,7 @@ impl<S> Forward<S> {
         Forward {
             inner,
             num_trusted_proxies,
+            last_forwarded_for: None,
         }
     }
 }
@@ -502,7 +570,12 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let num_trusted = self.num_trusted_proxies;
-        insert_client_addr(&mut req, num_trusted);
+        // The connection's facts, looked up once for the client address and x-forwarded-*.
+        let conn = req
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|c| (c.peer_addr.ip(), c.tls));
+        insert_client_addr_of(&mut req, conn.map(|(peer, _)| peer), num_trusted);
         let scan = HopScan::of(req.headers());
         let grpc = scan.content_type && is_grpc_request(req.headers());
         // No `Connection` or no `Upgrade` header: no upgrade (and no second look).
@@ -521,9 +594,15 @@ where
             req.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        let conn = req.extensions().get::<ConnectionInfo>();
-        if let Some((peer, tls)) = conn.map(|c| (c.peer_addr.ip(), c.tls)) {
-            set_forwarded(req.headers_mut(), &scan, peer, tls, num_trusted);
+        if let Some((peer, tls)) = conn {
+            set_forwarded(
+                req.headers_mut(),
+                &scan,
+                peer,
+                tls,
+                num_trusted,
+                &mut self.last_forwarded_for,
+            );
         }
         let req = req.map(body::boxed);
         // The inner service is called in place when it is ready right now (the mesh's client
@@ -769,6 +848,16 @@ mod tests {
             let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
             assert_eq!(names, ["x-kept"], "{value}");
         }
+        // One value per name (`Connection` read once removed) or several: the same.
+        let mut h = headers(&[
+            ("connection", "X-Secret, close"),
+            ("x-secret", "1"),
+            ("close", "1"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
         // A token names a header by any case, `close` included; one naming nothing, or not a
         // header name at all, removes nothing else; a second `Connection` header counts too.
         let mut h = headers(&[
@@ -802,7 +891,7 @@ mod tests {
             ("x-forwarded-for", "3.3.3.3"),
         ]);
         let scan = HopScan::of(&h);
-        set_forwarded(&mut h, &scan, ip("2001:db8::1"), false, 0);
+        set_forwarded(&mut h, &scan, ip("2001:db8::1"), false, 0, &mut None);
         let all: Vec<&[u8]> = h
             .get_all(X_FORWARDED_FOR)
             .iter()
@@ -818,7 +907,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let scan = HopScan::of(&h);
-        set_forwarded(&mut h, &scan, ip("::ffff:127.0.0.1"), false, 0);
+        set_forwarded(&mut h, &scan, ip("::ffff:127.0.0.1"), false, 0, &mut None);
         assert_eq!(
             h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"1.1.1.1,127.0.0.1"[..])
@@ -830,14 +919,14 @@ mod tests {
         );
         let mut h = headers(&[("x-forwarded-proto", "https")]);
         let scan = HopScan::of(&h);
-        set_forwarded(&mut h, &scan, ip("10.0.0.1"), false, 1);
+        set_forwarded(&mut h, &scan, ip("10.0.0.1"), false, 1, &mut None);
         assert_eq!(
             h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
             Some(&b"https"[..])
         );
         let mut h = HeaderMap::new();
         let scan = HopScan::of(&h);
-        set_forwarded(&mut h, &scan, ip("10.0.0.1"), true, 1);
+        set_forwarded(&mut h, &scan, ip("10.0.0.1"), true, 1, &mut None);
         assert_eq!(
             h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"10.0.0.1"[..])
@@ -846,6 +935,60 @@ mod tests {
             h.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
             Some(&b"https"[..])
         );
+    }
+
+    #[test]
+    fn forwarded_for_of_the_last_peer_is_reused_for_it_only() {
+        let xff = |h: &HeaderMap| h.get(X_FORWARDED_FOR).map(|v| v.as_bytes().to_vec());
+        let mut last = None;
+        for (peer, earlier, want) in [
+            ("10.0.0.1", None, &b"10.0.0.1"[..]),
+            ("10.0.0.1", None, b"10.0.0.1"),
+            ("::ffff:10.0.0.2", None, b"10.0.0.2"),
+            ("10.0.0.2", Some("1.1.1.1"), b"1.1.1.1,10.0.0.2"),
+            ("::ffff:10.0.0.2", None, b"10.0.0.2"),
+            ("10.0.0.1", None, b"10.0.0.1"),
+        ] {
+            let mut h = HeaderMap::new();
+            if let Some(v) = earlier {
+                h.insert(X_FORWARDED_FOR, HeaderValue::from_static(v));
+            }
+            let scan = HopScan::of(&h);
+            set_forwarded(&mut h, &scan, ip(peer), false, 0, &mut last);
+            assert_eq!(xff(&h).as_deref(), Some(want), "{peer}");
+        }
+    }
+
+    #[test]
+    fn the_scan_matches_names_not_just_their_lengths() {
+        let h = headers(&[
+            ("ab", "1"),
+            ("x-upgrad", "1"),
+            ("x-connect1", "1"),
+            ("x-request-id", "1"),
+            ("x-forwarded-fo1", "1"),
+            ("x-proxy-connecti", "1"),
+            ("x-forwarded-prot", "1"),
+            ("x-proxy-authorizat1", "1"),
+        ]);
+        let scan = HopScan::of(&h);
+        assert_eq!(scan.present, [false; 7]);
+        assert!(!scan.content_type && !scan.forwarded_for && !scan.forwarded_proto);
+        let h = headers(&[
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("connection", "x-other"),
+            ("keep-alive", "1"),
+            ("content-type", "application/grpc"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("proxy-connection", "1"),
+            ("x-forwarded-proto", "https"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic abc"),
+        ]);
+        let scan = HopScan::of(&h);
+        assert_eq!(scan.present, [true; 7]);
+        assert!(scan.content_type && scan.forwarded_for && scan.forwarded_proto);
     }
 
     #[test]
