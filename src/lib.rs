@@ -41,6 +41,7 @@ pub mod client;
 pub mod config;
 mod dice;
 pub mod error;
+mod in_place;
 pub mod inbound;
 pub mod mesh;
 #[cfg(feature = "metrics")]

@@ -23,7 +23,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +37,7 @@ use tokio::sync::{Semaphore, watch};
 use tower::{Service, ServiceExt};
 
 use crate::error::BoxError;
+use crate::in_place::InPlace;
 use crate::mesh::Mesh;
 
 /// What the server knows about the connection a request came on: in every request's
@@ -460,9 +461,9 @@ where
 }
 
 /// The hyper service of one connection: `app` (the connection's clone) called in place when
-/// it is ready right now (with a waker that does nothing), as [`Forward`](crate::proxy::Forward)
-/// calls its inner service; otherwise a clone of it is driven to readiness by the call's
-/// future, as `oneshot` does. Every request gets the connection's `extensions`.
+/// it is ready right now, else a clone of it driven to readiness by the call's future (see
+/// `crate::in_place`, which [`Forward`](crate::proxy::Forward) uses too). Every request gets
+/// the connection's `extensions`.
 struct ConnService<S> {
     app: RefCell<S>,
     /// Cloned for a call when `app` cannot be borrowed (never: hyper makes one call at a
@@ -487,46 +488,15 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Served<S::Future, tower::util::Oneshot<S, Request<R>>>;
+    type Future = InPlace<S::Future, tower::util::Oneshot<S, Request<R>>>;
 
     fn call(&self, mut req: Request<R>) -> Self::Future {
         req.extensions_mut().extend(self.extensions.clone());
-        let Ok(mut app) = self.app.try_borrow_mut() else {
-            return Served::Readying {
+        match self.app.try_borrow_mut() {
+            Ok(mut app) => crate::in_place::call(&mut *app, req),
+            Err(_) => InPlace::Readying {
                 oneshot: Box::pin(self.spare.clone().oneshot(req)),
-            };
-        };
-        match app.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => Served::Called { fut: app.call(req) },
-            // Boxed: the rare path keeps the common future small.
-            Poll::Ready(Err(_)) | Poll::Pending => Served::Readying {
-                oneshot: Box::pin(app.clone().oneshot(req)),
             },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`ConnService`]: the app's own call when it was ready, else a clone of
-    /// it driven to readiness first. (`O`: the `Oneshot` of a clone.)
-    #[project = ServedProj]
-    enum Served<F, O> {
-        Called { #[pin] fut: F },
-        Readying { oneshot: Pin<Box<O>> },
-    }
-}
-
-impl<F, O> Future for Served<F, O>
-where
-    F: Future,
-    O: Future<Output = F::Output>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ServedProj::Called { fut } => fut.poll(cx),
-            ServedProj::Readying { oneshot } => oneshot.as_mut().poll(cx),
         }
     }
 }

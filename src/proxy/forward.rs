@@ -38,7 +38,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{
@@ -48,7 +48,7 @@ use http::header::{
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
 use hyper_util::rt::TokioIo;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use crate::body::{self, MeshBody};
 use crate::client::MeshClient;
@@ -605,53 +605,14 @@ where
             );
         }
         let req = req.map(body::boxed);
-        // The inner service is called in place when it is ready right now (the mesh's client
-        // always is): no clone of it and no `Oneshot` per request. Otherwise a clone of it is
-        // driven to readiness by the call's future, woken as a `oneshot` is.
-        let sent = match self
-            .inner
-            .poll_ready(&mut Context::from_waker(Waker::noop()))
-        {
-            Poll::Ready(Ok(())) => Sent::Called {
-                fut: self.inner.call(req),
-            },
-            // Boxed: the rare path keeps the common future small.
-            Poll::Ready(Err(_)) | Poll::Pending => Sent::Readying {
-                oneshot: Box::pin(self.inner.clone().oneshot(req)),
-            },
-        };
+        // Called in place when ready (the mesh's client always is): no clone, no `Oneshot`.
+        let sent = crate::in_place::call(&mut self.inner, req);
         // One allocation for the whole exchange: the inner call and what the answer needs.
         Box::pin(Forwarding {
             sent,
             grpc,
             upgrade: upgrade.map(|_| downstream),
         })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// How [`Forward`] sends a request on: the inner service's own call when it was ready,
-    /// else a clone of it driven to readiness first.
-    /// (`O`: the `Oneshot` of a clone.)
-    #[project = SentProj]
-    enum Sent<F, O> {
-        Called { #[pin] fut: F },
-        Readying { oneshot: Pin<Box<O>> },
-    }
-}
-
-impl<F, O> Future for Sent<F, O>
-where
-    F: Future,
-    O: Future<Output = F::Output>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            SentProj::Called { fut } => fut.poll(cx),
-            SentProj::Readying { oneshot } => oneshot.as_mut().poll(cx),
-        }
     }
 }
 
