@@ -52,3 +52,15 @@ where
         }
     }
 }
+
+/// Polls `fut` once (tests): its output if it was ready.
+#[cfg(test)]
+pub(crate) async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *fut).poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}

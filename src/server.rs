@@ -707,17 +707,6 @@ mod tests {
         assert_eq!(clones.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
-    /// Polls `fut` once: its output if it was ready.
-    async fn futures_poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
-        std::future::poll_fn(|cx| {
-            Poll::Ready(match Pin::new(&mut *fut).poll(cx) {
-                Poll::Ready(out) => Some(out),
-                Poll::Pending => None,
-            })
-        })
-        .await
-    }
-
     #[tokio::test(start_paused = true)]
     async fn the_connection_timer_reuses_its_sleep_and_keeps_every_deadline() {
         use hyper::rt::Timer;
@@ -740,7 +729,7 @@ mod tests {
         // One left running with an earlier deadline does not cut a later one short.
         let at = Instant::now();
         let mut early = timer.sleep_until((at + ms(20)).into_std());
-        assert!(futures_poll_once(&mut early).await.is_none());
+        assert!(crate::in_place::poll_once(&mut early).await.is_none());
         drop(early);
         tokio::time::sleep(ms(10)).await;
         timer.sleep_until((at + ms(70)).into_std()).await;

@@ -1035,7 +1035,7 @@ mod inner_call_tests {
         let gated = Gated::default();
         let mut fwd = Forward::with_service(Counted(gated.clone()), 0);
         let mut fut = fwd.call(request());
-        assert!(futures_poll_once(&mut fut).await.is_none());
+        assert!(crate::in_place::poll_once(&mut fut).await.is_none());
         assert_eq!(gated.calls.load(Ordering::SeqCst), 0);
         assert_eq!(gated.clones.load(Ordering::SeqCst), 1);
         gated.ready.store(true, Ordering::SeqCst);
@@ -1046,16 +1046,5 @@ mod inner_call_tests {
         let resp = fut.await.expect("infallible");
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(gated.calls.load(Ordering::SeqCst), 1);
-    }
-
-    /// Polls `fut` once: its output if it was ready.
-    async fn futures_poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
-        std::future::poll_fn(|cx| {
-            Poll::Ready(match Pin::new(&mut *fut).poll(cx) {
-                Poll::Ready(out) => Some(out),
-                Poll::Pending => None,
-            })
-        })
-        .await
     }
 }
